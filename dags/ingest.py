@@ -18,7 +18,7 @@ are under `reports/gx/<dataset>/date=…/docs/index.html` in the lake.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 
 from include.mlops.airflow_adapter import default_args
 from include.mlops.config import DatasetSpec, load_spec_file, spec_paths
@@ -31,7 +31,8 @@ def build(spec: DatasetSpec):
         dag_id=f"{spec.name}_ingest",
         description=f"Extract, validate (GX) and publish one day of {spec.name}",
         doc_md=__doc__,
-        schedule="@daily",
+        # Real [day, day + 1) data intervals (the default @daily trigger timetable has none).
+        schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
         start_date=pendulum.datetime(spec.time.start.year, spec.time.start.month, spec.time.start.day, tz="UTC"),
         end_date=pendulum.datetime(spec.time.end.year, spec.time.end.month, spec.time.end.day, 23, 59, tz="UTC"),
         catchup=False,

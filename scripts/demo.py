@@ -84,17 +84,19 @@ def main() -> int:
         state = str(getattr(dr, "state", "unknown")).rsplit(".", 1)[-1]
         m = lake.manifest("validated", "flights", f"date={day}")
         q = lake.manifest("quarantine", "flights", f"date={day}")
-        validated_rows += m.rows if m else 0
-        quarantined_rows += q.rows if q else 0
+        n_valid = m.files["flights"].rows if m else 0
+        n_quarantined = q.rows if q else 0
+        validated_rows += n_valid
+        quarantined_rows += n_quarantined
         if state != "success":
             failed.append(day)
-        note = f"{m.rows if m else 0:>5} rows validated" + (f", {q.rows} quarantined" if q else "")
+        note = f"{n_valid:>5} flights validated" + (f", {n_quarantined} rows quarantined" if q else "")
         say(f"           [{i:>3}/{len(days)}] {day}  {state:<8} {note}  ({time.perf_counter() - t:.1f}s)")
 
     root = data_root()
     say("summary")
     say(f"  DAG runs: {len(days) - len(failed)} succeeded, {len(failed)} failed {[str(d) for d in failed] or ''}")
-    say(f"  rows: {validated_rows:,} validated, {quarantined_rows:,} quarantined with reasons")
+    say(f"  rows: {validated_rows:,} flights validated, {quarantined_rows:,} rows quarantined with reasons")
     say(f"  lake: {root}/validated/flights/ (partitions with _manifest.json), quarantine/flights/*/reasons.json")
     say(f"  GX Data Docs: {root}/reports/gx/flights/date={days[-1]}/docs/index.html")
     say(
