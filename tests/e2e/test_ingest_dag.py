@@ -4,7 +4,8 @@ Airflow metadata DB. Clean day, corrupted upload (critical and warning), idempot
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -31,7 +32,7 @@ def lake():
 
 def _run(dag, day: str, conf: dict | None = None):
     y, m, d = map(int, day.split("-"))
-    return dag.test(logical_date=datetime(y, m, d, tzinfo=timezone.utc), run_conf=conf)
+    return dag.test(logical_date=datetime(y, m, d, tzinfo=UTC), run_conf=conf)
 
 
 def _state(dr) -> str:
@@ -113,7 +114,7 @@ def test_corrupted_upload_critical_is_quarantined_and_validated_zone_unchanged(i
     assert reasons["status"] == "failed"
     assert any("expect_table_columns_to_match_set" in r for r in reasons["reasons"])
     # the upload is kept byte for byte, in raw and in the quarantine record
-    assert lake.read_blob("raw", "flights", "date=2013-01-16", "upload.csv") == open(uri, "rb").read()
+    assert lake.read_blob("raw", "flights", "date=2013-01-16", "upload.csv") == Path(uri).read_bytes()
     assert lake.manifest("validated", "flights", "date=2013-01-15").as_dict() == before
 
 
