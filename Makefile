@@ -45,5 +45,8 @@ lint: setup ## ruff lint + format check
 format: setup ## apply ruff fixes and formatting
 	@$(ENV) ruff check --fix . && ruff format .
 
+bench: setup ## benchmarks, each figure a ratio against a baseline measured in the same run (bench/README.md)
+	@$(ENV) python -m bench.validation
+
 clean: ## remove local state (.data, .airflow); keeps the venv
 	rm -rf .data .airflow

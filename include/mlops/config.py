@@ -60,7 +60,7 @@ class SourceSpec(_Model):
     tables: dict[str, TableSpec] = Field(min_length=1)
     reference: dict[str, str] = Field(default_factory=dict, description="static tables: name -> SQL")
     file_formats: list[Literal["csv", "parquet"]] = ["csv", "parquet"]
-    max_file_mb: float = Field(default=200, gt=0, description="manual-ingest files larger than this are refused")
+    max_file_mb: float = Field(default=200, gt=0, description="manual-ingest files larger than this (MiB) are refused")
 
     @model_validator(mode="after")
     def _check(self) -> SourceSpec:

@@ -190,11 +190,16 @@ def fetch_upload(spec: DatasetSpec, uri: str, roots: list[str] | None = None) ->
         raise InputRefused("unsupported_format", f"{uri!r}: expected one of {spec.source.file_formats}")
     try:
         fs, path = fsspec.core.url_to_fs(uri)
-        size = fs.size(path)
+        info = fs.info(path)
     except FileNotFoundError:
         raise InputRefused("file_not_found", f"{uri!r} does not exist") from None
-    if size > spec.source.max_file_mb * 1024 * 1024:
-        raise InputRefused("file_too_large", f"{uri!r} is {size / 1e6:.1f} MB, limit {spec.source.max_file_mb} MB")
+    if info.get("type") != "file":
+        raise InputRefused("not_a_file", f"{uri!r} is a {info.get('type', 'non-file')}, not a file")
+    limit = spec.source.max_file_mb * 1024 * 1024
+    if info["size"] > limit:
+        raise InputRefused(
+            "file_too_large", f"{uri!r} is {info['size'] / 2**20:.2f} MiB, limit {spec.source.max_file_mb} MiB"
+        )
     return fmt, fs.cat_file(path)
 
 

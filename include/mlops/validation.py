@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,15 +26,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# pandas dtypes accepted for each logical dtype of the spec
+# dtypes GX accepts for each logical dtype of the spec, after _conform has normalised the representation.
+# On object columns GX checks the type of every value, so text columns are checked as "str". An int column
+# with nulls is float64 in pandas: that is accepted, and the warning-level not-null checks quarantine the rows.
 TYPE_LISTS: dict[str, list[str]] = {
-    "int": ["int64", "int32", "int16", "int8", "Int64", "Int32"],
-    "float": ["float64", "float32", "Float64", "int64", "int32", "Int64"],
-    "str": ["object", "str", "string", "StringDtype"],
-    "category": ["object", "str", "string", "category"],
-    "date": ["object", "str", "string"],
-    "datetime": ["object", "str", "string", "datetime64[ns]", "datetime64[ns, UTC]", "datetime64[us, UTC]"],
-    "bool": ["bool", "boolean"],
+    "int": ["int64", "int32", "int16", "int8", "float64"],
+    "float": ["float64", "float32", "int64", "int32"],
+    "str": ["str"],
+    "category": ["str"],
+    "date": ["str"],
+    "datetime": ["str"],
+    "bool": ["bool"],
 }
 
 
@@ -139,6 +141,8 @@ def expectation_kwargs(
             kw[k] = interval_dates(*interval)
         elif v == "$interval_start":
             kw[k] = interval[0].isoformat()
+        elif v == "$interval_end_inclusive":
+            kw[k] = (interval[1] - timedelta(days=1)).isoformat()
     if e.value_set_from:
         table, column = e.value_set_from.split(".")
         if table not in reference or column not in reference[table].columns:
@@ -227,13 +231,33 @@ def _expectation(type_: str, kwargs: dict[str, Any], meta: dict[str, Any]):
 
 
 def _conform(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
-    """Give all-null columns their declared dtype (a day without wind gusts reads as object)."""
+    """Normalise representations without changing values, so one type check fits every source: nullable
+    and extension dtypes (Int64, Float64, string, category) to numpy/object, dates and timestamps to ISO text
+    (a Postgres DATE arrives as datetime.date), all-null numeric columns to float64 (a day without wind gusts
+    reads as object). Garbage stays garbage: a text value in a numeric column is left for GX to reject."""
+    import datetime as dt
+
     import pandas as pd
 
     df = df.reset_index(drop=True)
     for c, t in columns.items():
-        if c in df.columns and t in ("int", "float") and df[c].dtype == object and df[c].isna().all():
-            df[c] = pd.Series(float("nan"), index=df.index, dtype="float64")
+        if c not in df.columns:
+            continue
+        col = df[c]
+        if t in ("int", "float"):
+            if col.dtype == object and col.isna().all():
+                df[c] = pd.Series(float("nan"), index=df.index, dtype="float64")
+            elif isinstance(col.dtype, pd.api.extensions.ExtensionDtype) and pd.api.types.is_numeric_dtype(col.dtype):
+                df[c] = col.astype("float64") if col.isna().any() or t == "float" else col.astype("int64")
+        elif t in ("date", "datetime"):
+            if pd.api.types.is_datetime64_any_dtype(col.dtype):
+                utc = col.dt.tz_convert("UTC") if col.dt.tz is not None else col
+                df[c] = utc.dt.strftime("%Y-%m-%d" if t == "date" else "%Y-%m-%dT%H:%M:%SZ").astype(object)
+            elif col.dtype == object:
+                fmt = (lambda v: v.isoformat()) if t == "date" else (lambda v: v.strftime("%Y-%m-%dT%H:%M:%SZ"))
+                df[c] = col.map(lambda v, f=fmt: f(v) if isinstance(v, dt.date) else v)
+        elif t in ("str", "category") and isinstance(col.dtype, (pd.CategoricalDtype, pd.StringDtype)):
+            df[c] = col.astype(object).where(col.notna(), None)
     return df
 
 
@@ -286,8 +310,7 @@ def _collect(vr, table: str, outcomes: list[Outcome], row_reasons: dict[int, lis
         kw = cfg.kwargs
         target = kw.get("column") or ",".join(kw.get("column_list", [])) or "table"
         res = r.result or {}
-        exc = r.exception_info or {}
-        error = exc.get("exception_message") if exc.get("raised_exception") else None
+        error = _exception_message(r.exception_info or {})
         o = Outcome(
             table=table,
             expectation=cfg.type,
@@ -304,6 +327,14 @@ def _collect(vr, table: str, outcomes: list[Outcome], row_reasons: dict[int, lis
         if not o.success and o.severity == "warning":
             for i in res.get("unexpected_index_list") or []:
                 row_reasons.setdefault(int(i), []).append(o.reason)
+
+
+def _exception_message(info: dict[str, Any]) -> str | None:
+    """GX 1.x reports an expectation's own exception flat, and a failing metric's keyed by the metric id."""
+    if "raised_exception" in info:
+        return info.get("exception_message") if info.get("raised_exception") else None
+    messages = [v.get("exception_message") for v in info.values() if isinstance(v, dict) and v.get("raised_exception")]
+    return "; ".join(m for m in messages if m) or None
 
 
 def _jsonable(v: Any) -> Any:
@@ -353,7 +384,8 @@ def validate_batch(
         valid[table] = df[~mask].reset_index(drop=True)
         quarantined[table] = q.reset_index(drop=True)
     report = ValidationReport(spec.name, partition, outcomes, rows_in)
-    if report.critical_failures:
+    if report.critical_failures:  # nothing of a rejected batch may be published, not even by another caller
+        valid = {t: df.iloc[0:0] for t, df in valid.items()}
         report.rows_valid = {t: 0 for t in rows_in}
         report.rows_quarantined = dict(rows_in)
     else:

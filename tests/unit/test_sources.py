@@ -1,0 +1,221 @@
+"""The source side: guarded reads of user-provided files, their parsing, and interval-bounded extraction."""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from include.mlops.sources import (
+    InputRefused,
+    SourceError,
+    extract_interval,
+    fetch_upload,
+    interval_dates,
+    parse_upload,
+)
+
+
+@pytest.fixture(scope="module")
+def real_rows(nyc) -> pd.DataFrame:
+    """Fifty real flights of 2013-01-15, as a user would upload them."""
+    f = nyc["flights"]
+    return f[f["flight_date"] == "2013-01-15"].head(50).reset_index(drop=True)
+
+
+@pytest.fixture
+def drop(landing):
+    """A fresh folder inside the allowed landing root."""
+    d = landing / uuid.uuid4().hex
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def outside(test_root):
+    """A fresh folder next to (not inside) the landing root."""
+    d = test_root / f"outside-{uuid.uuid4().hex}"
+    d.mkdir()
+    return d
+
+
+def small_spec(spec, **source):
+    return spec.model_copy(update={"source": spec.source.model_copy(update=source)})
+
+
+def refused(spec, uri: str, roots: list[str] | None = None) -> str:
+    with pytest.raises(InputRefused) as info:
+        fetch_upload(spec, uri, roots)
+    assert str(info.value).startswith(f"{info.value.reason}: ")
+    return info.value.reason
+
+
+# -- fetch_upload: refused before anything is read ----------------------------------------------------
+def test_good_csv_in_landing_is_read_byte_for_byte(spec, drop, real_rows):
+    path = drop / "flights.csv"
+    real_rows.to_csv(path, index=False)
+    fmt, data = fetch_upload(spec, str(path))  # default roots: MLOPS_INGEST_ALLOWED_ROOTS (the landing folder)
+    assert fmt == "csv"
+    assert data == path.read_bytes()
+    assert fetch_upload(spec, f"file://{path}") == ("csv", data)
+
+
+def test_file_outside_allowed_roots_is_refused(spec, outside):
+    path = outside / "flights.csv"
+    path.write_text("carrier\nUA\n")
+    assert refused(spec, str(path)) == "path_not_allowed"
+    assert refused(spec, f"file://{path}") == "path_not_allowed"
+
+
+def test_dot_dot_traversal_out_of_landing_is_refused(spec, landing, outside):
+    (outside / "secret.csv").write_text("carrier\nUA\n")
+    uri = f"{landing}/../{outside.name}/secret.csv"
+    assert os.path.exists(uri)
+    assert refused(spec, uri) == "path_not_allowed"
+
+
+def test_symlink_in_landing_pointing_outside_is_refused(spec, drop, outside):
+    (outside / "secret.csv").write_text("carrier\nUA\n")
+    (drop / "innocent.csv").symlink_to(outside / "secret.csv")
+    assert refused(spec, str(drop / "innocent.csv")) == "path_not_allowed"
+    # a link that stays inside the root is fine
+    (drop / "real.csv").write_text("carrier\nUA\n")
+    (drop / "alias.csv").symlink_to(drop / "real.csv")
+    assert fetch_upload(spec, str(drop / "alias.csv")) == ("csv", b"carrier\nUA\n")
+
+
+def test_sibling_folder_sharing_the_root_prefix_is_refused(spec, landing, test_root):
+    evil = test_root / f"{landing.name}-evil"
+    evil.mkdir(exist_ok=True)
+    (evil / "x.csv").write_text("carrier\nUA\n")
+    assert refused(spec, str(evil / "x.csv")) == "path_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("uri", "roots"),
+    [
+        ("s3://bucket/landing/../private/x.csv", ["s3://bucket/landing"]),
+        ("s3://bucket/landing-evil/x.csv", ["s3://bucket/landing"]),
+        ("s3://other/landing/x.csv", ["s3://bucket/landing"]),
+        ("s3://bucket/landing/x.csv", ["/tmp"]),
+    ],
+)
+def test_remote_uri_outside_allowed_prefixes_is_refused(spec, uri, roots):
+    assert refused(spec, uri, roots) == "path_not_allowed"
+
+
+def test_missing_file_is_refused(spec, drop):
+    assert refused(spec, str(drop / "nope.csv")) == "file_not_found"
+
+
+@pytest.mark.parametrize("name", ["flights.json", "flights.xlsx", "flights", "flights.csv.gz"])
+def test_unsupported_extension_is_refused(spec, drop, name):
+    (drop / name).write_bytes(b"carrier\nUA\n")
+    assert refused(spec, str(drop / name)) == "unsupported_format"
+
+
+def test_format_not_enabled_in_the_spec_is_refused(spec, drop, real_rows):
+    real_rows.to_parquet(drop / "flights.parquet")
+    assert fetch_upload(spec, str(drop / "flights.parquet"))[0] == "parquet"
+    assert refused(small_spec(spec, file_formats=["csv"]), str(drop / "flights.parquet")) == "unsupported_format"
+
+
+def test_file_over_the_size_limit_is_refused(spec, drop):
+    limited = small_spec(spec, max_file_mb=1 / 1024)  # 1,024 bytes
+    (drop / "at_limit.csv").write_bytes(b"x" * 1024)
+    (drop / "over_limit.csv").write_bytes(b"x" * 1025)
+    assert fetch_upload(limited, str(drop / "at_limit.csv"))[1] == b"x" * 1024
+    assert refused(limited, str(drop / "over_limit.csv")) == "file_too_large"
+
+
+# -- parse_upload: unreadable content is a named rejection --------------------------------------------
+def _parquet(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def test_good_csv_of_real_rows_parses(real_rows):
+    df = parse_upload("csv", real_rows.to_csv(index=False).encode())
+    pd.testing.assert_frame_equal(df, real_rows)
+
+
+def test_good_parquet_of_real_rows_parses(real_rows):
+    pd.testing.assert_frame_equal(parse_upload("parquet", _parquet(real_rows)), real_rows)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "data", "reason"),
+    [
+        pytest.param("csv", b"", "empty_file", id="empty"),
+        pytest.param("csv", b" \n\n  \n", "empty_file", id="whitespace-only"),
+        pytest.param("csv", b"flight_date,carrier,flight\n", "no_rows", id="header-only"),
+        pytest.param("csv", "carrier,name\nUA,Caf\xe9 Air\n".encode("latin-1"), "not_utf8", id="latin-1"),
+        pytest.param("csv", "carrier\nUA\n".encode("utf-16"), "not_utf8", id="utf-16"),
+        pytest.param("csv", b"carrier,flight\nUA,1545\nAA,1141,JFK,LGA\n", "unreadable_file", id="ragged-csv"),
+        pytest.param("parquet", bytes(range(256)) * 8, "unreadable_file", id="garbage-named-parquet"),
+    ],
+)
+def test_unreadable_content_is_a_named_error(fmt, data, reason):
+    with pytest.raises(ValueError, match=rf"^{reason}: "):
+        parse_upload(fmt, data)
+
+
+def test_truncated_parquet_is_unreadable(real_rows):
+    data = _parquet(real_rows)
+    with pytest.raises(ValueError, match=r"^unreadable_file: "):
+        parse_upload("parquet", data[: len(data) // 2])
+
+
+def test_parquet_without_rows_is_refused(real_rows):
+    with pytest.raises(ValueError, match=r"^no_rows: .*20 columns"):
+        parse_upload("parquet", _parquet(real_rows.head(0)))
+
+
+# -- intervals and extraction -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [
+        (date(2013, 1, 15), date(2013, 1, 16), ["2013-01-15"]),
+        (date(2013, 1, 30), date(2013, 2, 2), ["2013-01-30", "2013-01-31", "2013-02-01"]),
+        (date(2012, 2, 28), date(2012, 3, 1), ["2012-02-28", "2012-02-29"]),
+        (date(2013, 12, 31), date(2014, 1, 1), ["2013-12-31"]),
+        (date(2013, 1, 15), date(2013, 1, 15), []),
+        (date(2013, 1, 16), date(2013, 1, 15), []),
+    ],
+)
+def test_interval_dates_are_the_half_open_interval(start, end, expected):
+    assert interval_dates(start, end) == expected
+
+
+def test_interval_dates_span_the_year():
+    days = interval_dates(date(2013, 1, 1), date(2014, 1, 1))
+    assert (len(days), days[0], days[-1]) == (365, "2013-01-01", "2013-12-31")
+
+
+def test_extract_interval_returns_only_rows_of_the_interval(spec, source_db, nyc):
+    tables = extract_interval(spec, source_db, date(2013, 1, 31), date(2013, 2, 2))
+    assert set(tables) == set(spec.source.tables)
+    for name, df in tables.items():
+        assert list(df.columns) == list(spec.source.tables[name].columns)
+        assert sorted(df["flight_date"].unique()) == ["2013-01-31", "2013-02-01"]
+        truth = nyc[name]
+        assert len(df) == truth["flight_date"].isin(["2013-01-31", "2013-02-01"]).sum()
+    assert len(tables["flights"]) > 1500
+    assert len(tables["weather"]) == 144
+
+
+def test_extract_interval_outside_the_data_is_empty_with_the_declared_columns(spec, source_db):
+    tables = extract_interval(spec, source_db, date(2014, 1, 1), date(2014, 1, 2))
+    for name, df in tables.items():
+        assert df.empty
+        assert list(df.columns) == list(spec.source.tables[name].columns)
+
+
+def test_extract_interval_on_a_source_without_the_tables_names_the_table(spec, tmp_path):
+    with pytest.raises(SourceError, match=r"query for table 'flights' failed.*no such table"):
+        extract_interval(spec, f"sqlite:///{tmp_path}/empty.db", date(2013, 1, 1), date(2013, 1, 2))

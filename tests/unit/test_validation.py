@@ -1,0 +1,409 @@
+"""The GX suite built from the spec, one expectation kind at a time, on real 2013 rows corrupted on purpose.
+
+Every test validates one real day (2013-01-15: 894 flights, 72 weather rows) through ``validate_batch`` and
+asserts what an operator would check: the status, which expectation failed on which table and target, the
+counts, which rows were quarantined with which reasons, and that the valid rows exclude them.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from include.mlops.config import ExpectationSpec, Severity
+from include.mlops.validation import (
+    SplitResult,
+    ValidationFailed,
+    ValidationReport,
+    expectation_kwargs,
+    suite_for,
+    validate_batch,
+)
+
+DAY = "2013-01-15"
+INTERVAL = (date(2013, 1, 15), date(2013, 1, 16))
+NOT_NULL = "expect_column_values_to_not_be_null"
+BETWEEN = "expect_column_values_to_be_between"
+IN_SET = "expect_column_values_to_be_in_set"
+UNIQUE = "expect_compound_columns_to_be_unique"
+ROW_COUNT = "expect_table_row_count_to_be_between"
+COLUMNS = "expect_table_columns_to_match_set"
+TYPES = "expect_column_values_to_be_in_type_list"
+
+
+def real_day(nyc: dict[str, pd.DataFrame], day: str) -> dict[str, pd.DataFrame]:
+    return {t: nyc[t][nyc[t]["flight_date"] == day].reset_index(drop=True) for t in ("flights", "weather")}
+
+
+def validate(spec, tables, reference, interval=INTERVAL) -> SplitResult:
+    return validate_batch(spec, tables, interval, reference, partition=f"date={interval[0]}", docs_dir=None)
+
+
+def failures(report: ValidationReport) -> list[tuple[str, str, str, str]]:
+    """(table, expectation, target, severity) of every failed outcome, criticals first."""
+    return [(o.table, o.expectation, o.target, o.severity) for o in report.critical_failures + report.warnings]
+
+
+def suite_size(spec, table: str) -> int:
+    """Outcomes one table yields: the column-set check, one type check per column, the spec's expectations."""
+    return 1 + len(spec.source.tables[table].columns) + sum(e.table == table for e in spec.validation.expectations)
+
+
+def reasons(quarantined: pd.DataFrame) -> list[list[str]]:
+    return [json.loads(r) for r in quarantined["_reasons"]]
+
+
+def other(table: str) -> str:
+    return "weather" if table == "flights" else "flights"
+
+
+@pytest.fixture(scope="module")
+def reference(nyc) -> dict[str, pd.DataFrame]:
+    return {t: nyc[t] for t in ("airlines", "airports", "planes")}
+
+
+@pytest.fixture(scope="module")
+def clean_day(nyc) -> dict[str, pd.DataFrame]:
+    tables = real_day(nyc, DAY)
+    assert {t: len(df) for t, df in tables.items()} == {"flights": 894, "weather": 72}
+    return tables
+
+
+@pytest.fixture
+def batch(clean_day) -> dict[str, pd.DataFrame]:
+    """A fresh copy of the real day, for a test to corrupt."""
+    return {t: df.copy() for t, df in clean_day.items()}
+
+
+@pytest.fixture(scope="module")
+def clean_result(spec, clean_day, reference) -> SplitResult:
+    return validate(spec, {t: df.copy() for t, df in clean_day.items()}, reference)
+
+
+@pytest.fixture(scope="module")
+def feb12(spec, nyc, reference) -> tuple[dict[str, pd.DataFrame], SplitResult]:
+    tables = real_day(nyc, "2013-02-12")
+    return tables, validate(
+        spec, {t: df.copy() for t, df in tables.items()}, reference, (date(2013, 2, 12), date(2013, 2, 13))
+    )
+
+
+# -- real days ---------------------------------------------------------------------------------------
+def test_clean_real_day_passes(spec, clean_result, clean_day):
+    r = clean_result.report
+    assert r.status == "passed"
+    assert failures(r) == []
+    assert len(r.outcomes) == suite_size(spec, "flights") + suite_size(spec, "weather")
+    assert all(o.success and o.error is None for o in r.outcomes)
+    assert r.rows_in == r.rows_valid == {"flights": 894, "weather": 72}
+    assert r.rows_quarantined == {}
+    for t, df in clean_day.items():
+        assert clean_result.quarantined[t].empty
+        pd.testing.assert_frame_equal(clean_result.valid[t], df)
+
+
+def test_real_wind_speed_outlier_day_quarantines_only_that_row(feb12):
+    tables, split = feb12
+    r = split.report
+    assert r.status == "warning"
+    assert failures(r) == [("weather", BETWEEN, "wind_speed", "warning")]
+    assert (r.warnings[0].element_count, r.warnings[0].unexpected_count) == (len(tables["weather"]), 1)
+    q = split.quarantined["weather"]
+    assert len(q) == 1
+    assert q.loc[0, "wind_speed"] == pytest.approx(1048.36, abs=0.01)
+    assert (q.loc[0, "origin"], q.loc[0, "hour"]) == ("EWR", 3)
+    assert reasons(q) == [["weather.expect_column_values_to_be_between(wind_speed)"]]
+    assert len(split.valid["weather"]) == len(tables["weather"]) - 1
+    assert split.valid["weather"]["wind_speed"].max() < 150
+    pd.testing.assert_frame_equal(split.valid["flights"], tables["flights"])
+    assert split.quarantined["flights"].empty
+    assert r.rows_quarantined == {"weather": 1}
+
+
+def test_warning_summary_and_dict(feb12):
+    r = feb12[1].report
+    lines = r.summary().splitlines()
+    assert lines == [
+        "flights date=2013-02-12: validation warning - quarantined rows {'weather': 1}",
+        "  [warning] weather.expect_column_values_to_be_between(wind_speed): 1 of 72 rows unexpected",
+    ]
+    d = r.as_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert [(f["table"], f["expectation"], f["unexpected_count"]) for f in d["failed"]] == [("weather", BETWEEN, 1)]
+
+
+# -- schema: always critical -------------------------------------------------------------------------
+SCHEMA_CASES = {
+    "missing-column": (lambda f: f.drop(columns="tailnum"), ["tailnum"]),
+    "renamed-column": (lambda f: f.rename(columns={"carrier": "airline"}), ["carrier"]),
+    "extra-column": (lambda f: f.assign(wifi=True), []),
+}
+
+
+@pytest.fixture(scope="module")
+def schema_results(spec, clean_day, reference) -> dict[str, tuple[pd.DataFrame, SplitResult]]:
+    """Each schema corruption validated once (the renamed column also serves the error-reporting test)."""
+    out = {}
+    for case, (corrupt, _) in SCHEMA_CASES.items():
+        tables = {t: df.copy() for t, df in clean_day.items()}
+        tables["flights"] = corrupt(tables["flights"])
+        out[case] = tables["flights"], validate(spec, tables, reference)
+    return out
+
+
+@pytest.mark.parametrize("case", list(SCHEMA_CASES))
+def test_column_set_mismatch_fails_the_batch(schema_results, case):
+    flights, split = schema_results[case]
+    r = split.report
+    assert r.status == "failed"
+    # The type check of a column that is gone cannot be evaluated, so it fails too (critical).
+    critical = [(o.table, o.expectation, o.target) for o in r.critical_failures]
+    assert critical == [("flights", COLUMNS, "table")] + [("flights", TYPES, c) for c in SCHEMA_CASES[case][1]]
+    assert set(r.critical_failures[0].observed) == set(flights.columns)
+    assert r.rows_valid == {"flights": 0, "weather": 0}
+    assert r.rows_quarantined == r.rows_in == {"flights": 894, "weather": 72}
+    assert "[critical] flights.expect_table_columns_to_match_set(table)" in r.summary()
+
+
+def _far(f: pd.DataFrame) -> pd.DataFrame:
+    f["distance"] = f["distance"].astype(object)
+    f.loc[[3, 7], "distance"] = "far"
+    return f
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "column"),
+    [
+        pytest.param(_far, "distance", id="float-with-strings"),
+        pytest.param(
+            lambda f: f.assign(sched_dep_time=f["sched_dep_time"].map("{:04d}".format)),
+            "sched_dep_time",
+            id="int-as-text",
+        ),
+    ],
+)
+def test_wrong_column_type_fails_the_batch(spec, reference, batch, corrupt, column):
+    batch["flights"] = corrupt(batch["flights"])
+    r = validate(spec, batch, reference).report
+    assert r.status == "failed"
+    assert [(o.table, o.expectation, o.target) for o in r.critical_failures] == [("flights", TYPES, column)]
+    # On an object column GX checks each value with isinstance() against numpy scalar types, and a Python
+    # float is not a numpy float64: every row of the column counts as unexpected, not only the 'far' ones.
+    assert r.critical_failures[0].unexpected_count == 894
+    assert r.rows_valid == {"flights": 0, "weather": 0}
+
+
+def test_alternative_dtype_listed_in_type_lists_is_accepted(spec, reference, batch):
+    # A source that parses timestamps (SQLAlchemy on a DATETIME column) hands over datetime64[ns].
+    batch["flights"]["time_hour"] = pd.to_datetime(batch["flights"]["time_hour"]).dt.tz_localize(None)
+    assert str(batch["flights"]["time_hour"].dtype) == "datetime64[ns]"
+    r = validate(spec, batch, reference).report
+    assert r.status == "passed", r.summary()
+
+
+def test_nullable_and_tz_aware_dtypes_listed_in_type_lists_are_accepted(spec, reference, batch):
+    f = batch["flights"]
+    f["flight"] = f["flight"].astype("Int64")
+    f["dep_time"] = f["dep_time"].astype("Float64")
+    f["time_hour"] = pd.to_datetime(f["time_hour"], utc=True)
+    r = validate(spec, batch, reference).report
+    assert r.status == "passed", r.summary()
+
+
+# -- row-level expectations: warning, only the offending rows are quarantined ------------------------
+@pytest.mark.parametrize(
+    ("table", "column", "corrupt", "expectation"),
+    [
+        pytest.param("flights", "carrier", {5: None, 50: None, 500: None}, NOT_NULL, id="carrier-null"),
+        pytest.param("flights", "distance", {1: 0.0, 2: -10.0}, BETWEEN, id="distance-zero-and-negative"),
+        pytest.param("flights", "sched_dep_time", {4: 2500}, BETWEEN, id="sched_dep_time-2500"),
+        pytest.param("weather", "wind_speed", {10: 1048.36}, BETWEEN, id="wind_speed-1048mph"),
+        pytest.param("flights", "origin", {8: "XXX", 9: "XXX"}, IN_SET, id="origin-not-nyc"),
+        pytest.param("flights", "carrier", {8: "ZZ", 9: "ZZ"}, IN_SET, id="carrier-not-in-airlines"),
+    ],
+)
+def test_row_level_failure_quarantines_exactly_the_offending_rows(
+    spec, reference, batch, table, column, corrupt, expectation
+):
+    df = batch[table]
+    for i, v in corrupt.items():
+        df.loc[i, column] = v
+    split = validate(spec, batch, reference)
+    r = split.report
+    assert r.status == "warning"
+    assert failures(r) == [(table, expectation, column, "warning")]
+    assert (r.warnings[0].element_count, r.warnings[0].unexpected_count) == (len(df), len(corrupt))
+    rows = sorted(corrupt)
+    q = split.quarantined[table]
+    pd.testing.assert_frame_equal(q.drop(columns="_reasons"), df.loc[rows].reset_index(drop=True))
+    assert reasons(q) == [[f"{table}.{expectation}({column})"]] * len(rows)
+    pd.testing.assert_frame_equal(split.valid[table], df.drop(index=rows).reset_index(drop=True))
+    pd.testing.assert_frame_equal(split.valid[other(table)], batch[other(table)])
+    assert split.quarantined[other(table)].empty
+    assert r.rows_quarantined == {table: len(rows)}
+    assert r.rows_valid == {table: len(df) - len(rows), other(table): len(batch[other(table)])}
+
+
+def test_carrier_set_comes_from_the_airlines_reference(spec, reference, batch):
+    # UA is a real carrier; drop it from the reference table and every UA flight of the day is quarantined.
+    airlines = reference["airlines"]
+    split = validate(spec, batch, dict(reference, airlines=airlines[airlines["carrier"] != "UA"]))
+    n_ua = int((batch["flights"]["carrier"] == "UA").sum())
+    assert n_ua > 50
+    assert failures(split.report) == [("flights", IN_SET, "carrier", "warning")]
+    assert split.report.warnings[0].unexpected_count == n_ua
+    assert set(split.quarantined["flights"]["carrier"]) == {"UA"}
+    assert len(split.quarantined["flights"]) == n_ua
+    assert "UA" not in set(split.valid["flights"]["carrier"])
+
+
+def test_missing_reference_table_is_an_error(spec, batch):
+    with pytest.raises(KeyError, match=r"airlines\.carrier"):
+        validate(spec, batch, {})
+
+
+@pytest.mark.parametrize(
+    ("table", "dupes", "key"),
+    [
+        pytest.param("flights", [10, 20], ["flight_date", "carrier", "flight", "origin"], id="flights"),
+        pytest.param("weather", [5], ["origin", "time_hour"], id="weather"),
+    ],
+)
+def test_duplicated_keys_quarantine_every_copy(spec, reference, batch, table, dupes, key):
+    df = pd.concat([batch[table], batch[table].loc[dupes]], ignore_index=True)
+    batch[table] = df
+    split = validate(spec, batch, reference)
+    r = split.report
+    assert failures(r) == [(table, UNIQUE, ",".join(key), "warning")]
+    # GX marks a row unexpected when its key occurs more than once (pandas duplicated(keep=False)): the
+    # original AND its copy are both quarantined, since nothing says which of the two is right. The flight
+    # (or weather hour) is therefore absent from the valid rows, not deduplicated.
+    copies = list(range(len(df) - len(dupes), len(df)))
+    assert r.warnings[0].unexpected_count == 2 * len(dupes)
+    q = split.quarantined[table]
+    pd.testing.assert_frame_equal(q.drop(columns="_reasons"), df.loc[dupes + copies].reset_index(drop=True))
+    assert reasons(q) == [[f"{table}.{UNIQUE}({','.join(key)})"]] * len(q)
+    valid = split.valid[table]
+    assert len(valid) == len(df) - 2 * len(dupes)
+    assert not valid.merge(df.loc[dupes, key], on=key).shape[0]
+    assert not valid.duplicated(key).any()
+
+
+# -- batch-level expectations ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("table", "rows", "severity"),
+    [
+        pytest.param("flights", 100, Severity.critical, id="flights-100-rows-critical"),
+        pytest.param("weather", 20, Severity.warning, id="weather-20-rows-warning"),
+    ],
+)
+def test_row_count_out_of_bounds(spec, reference, batch, table, rows, severity):
+    batch[table] = batch[table].head(rows)
+    split = validate(spec, batch, reference)
+    r = split.report
+    assert failures(r) == [(table, ROW_COUNT, "table", severity.value)]
+    (count,) = [o for o in r.outcomes if o.table == table and o.expectation == ROW_COUNT]
+    assert (count.success, count.observed) == (False, rows)
+    if severity is Severity.critical:
+        assert r.status == "failed"
+        assert r.rows_valid == {"flights": 0, "weather": 0}
+        assert r.rows_quarantined == r.rows_in == {table: rows, other(table): len(batch[other(table)])}
+    else:
+        # A table-level warning names no rows: the short day is kept whole, flagged in the report.
+        assert r.status == "warning"
+        assert r.rows_quarantined == {}
+        assert r.rows_valid == {table: rows, other(table): len(batch[other(table)])}
+        assert split.quarantined[table].empty
+
+
+@pytest.mark.parametrize("table", ["flights", "weather"])
+def test_rows_outside_the_interval_fail_the_whole_batch(spec, reference, batch, table):
+    batch[table].loc[[0, 1, 2], "flight_date"] = "2013-01-20"
+    r = validate(spec, batch, reference).report
+    assert r.status == "failed"
+    assert failures(r) == [(table, IN_SET, "flight_date", "critical")]
+    assert (r.critical_failures[0].element_count, r.critical_failures[0].unexpected_count) == (len(batch[table]), 3)
+    assert r.rows_valid == {"flights": 0, "weather": 0}
+    assert r.rows_quarantined == r.rows_in == {"flights": 894, "weather": 72}
+
+
+def test_missing_table_fails_the_batch_and_the_other_is_still_checked(spec, reference, batch):
+    del batch["weather"]
+    r = validate(spec, batch, reference).report
+    assert r.status == "failed"
+    assert failures(r) == [("weather", "table_present", "table", "critical")]
+    assert r.critical_failures[0].error == "table missing"
+    flights = [o for o in r.outcomes if o.table == "flights"]
+    assert len(flights) == suite_size(spec, "flights")
+    assert all(o.success for o in flights)
+    assert r.rows_in == {"flights": 894}
+    assert r.rows_valid == {"flights": 0}
+
+
+def test_failed_summary_names_every_failure_with_counts_and_dict_is_json(spec, reference, batch):
+    f, w = batch["flights"], batch["weather"]
+    f.loc[[0, 1, 2], "flight_date"] = "2013-01-20"
+    f.loc[[5, 50, 500], "carrier"] = None
+    f.loc[[8, 9], "origin"] = "XXX"
+    w.loc[10, "wind_speed"] = 1048.36
+    r = validate(spec, batch, reference).report
+    assert r.summary().splitlines() == [
+        "flights date=2013-01-15: validation failed - whole batch quarantined",
+        "  [critical] flights.expect_column_values_to_be_in_set(flight_date): 3 of 894 rows unexpected",
+        "  [warning] flights.expect_column_values_to_not_be_null(carrier): 3 of 894 rows unexpected",
+        "  [warning] flights.expect_column_values_to_be_in_set(origin): 2 of 894 rows unexpected",
+        "  [warning] weather.expect_column_values_to_be_between(wind_speed): 1 of 72 rows unexpected",
+    ]
+    assert str(ValidationFailed(r)) == r.summary()
+    d = r.as_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert d["status"] == "failed"
+    assert [(x["target"], x["severity"], x["unexpected_count"]) for x in d["failed"]] == [
+        ("flight_date", "critical", 3),
+        ("carrier", "warning", 3),
+        ("origin", "warning", 2),
+        ("wind_speed", "warning", 1),
+    ]
+    assert len(d["outcomes"]) == suite_size(spec, "flights") + suite_size(spec, "weather")
+
+
+# -- the suite itself --------------------------------------------------------------------------------
+def test_suite_resolves_interval_and_reference(spec, reference):
+    suite = suite_for(spec, "flights", (date(2013, 1, 30), date(2013, 2, 2)), reference)
+    assert suite[0][:3] == (
+        COLUMNS,
+        {"column_set": list(spec.source.tables["flights"].columns), "exact_match": True},
+        "critical",
+    )
+    by_target = {(t, kw.get("column")): kw for t, kw, _, _ in suite}
+    assert by_target[(IN_SET, "flight_date")]["value_set"] == ["2013-01-30", "2013-01-31", "2013-02-01"]
+    assert by_target[(IN_SET, "carrier")]["value_set"] == sorted(reference["airlines"]["carrier"])
+    assert all(sev == "critical" for t, _, sev, _ in suite if t in (COLUMNS, TYPES))
+
+
+def test_interval_end_inclusive_is_resolved():
+    e = ExpectationSpec(
+        table="flights",
+        type=BETWEEN,
+        kwargs={"column": "flight_date", "min_value": "$interval_start", "max_value": "$interval_end_inclusive"},
+        severity=Severity.critical,
+    )
+    kw = expectation_kwargs(e, (date(2013, 1, 15), date(2013, 1, 18)), {})
+    assert (kw["min_value"], kw["max_value"]) == ("2013-01-15", "2013-01-17")
+
+
+def test_null_in_int_key_column_quarantines_only_those_rows(spec, reference, batch):
+    batch["flights"].loc[[3, 4], "flight"] = None
+    r = validate(spec, batch, reference).report
+    assert r.status == "warning", r.summary()
+    assert r.rows_quarantined == {"flights": 2}
+
+
+def test_expectation_on_a_missing_column_reports_its_error(schema_results):
+    r = schema_results["renamed-column"][1].report
+    not_null = next(o for o in r.outcomes if o.expectation == NOT_NULL and o.target == "carrier")
+    assert not not_null.success
+    assert not_null.error, not_null.describe()
