@@ -1,0 +1,658 @@
+"""Training: a time split, one pipeline per candidate, a small seeded search, MLflow tracking and registration.
+
+Models take raw feature rows (a DataFrame with the spec's feature columns): imputation, scaling and encoding
+live inside the scikit-learn pipeline, so scoring needs nothing but :func:`features.build_features`.
+Everything random is seeded, so the same feature table and seed give the same metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from include.mlops.config import CandidateSpec, DatasetSpec, spec_hash
+from include.mlops.features import feature_columns
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+CHALLENGER = "challenger"
+SELECTION_METRIC = "roc_auc"  # validation metric that picks the search trial and the best candidate
+PERMUTATION_ROWS = 2000
+PERMUTATION_REPEATS = 3
+PREDICTION_COLUMN = "prediction"  # predicted probability of the positive class in the reference sample
+_MAX_CATEGORIES = 250  # HistGradientBoosting needs fewer categories than max_bins (255)
+
+
+def compute_threads() -> int:
+    """OpenMP/BLAS threads for fitting and predicting: ``MLOPS_TRAIN_THREADS``, default 1.
+
+    Measured on 2 cores: HistGradientBoosting on 50k rows fits in ~2 s with 1 or 2 threads when the machine
+    is idle, but with 2 threads it takes 20-25 s as soon as other processes (Airflow, a second Celery task)
+    compete for the cores, because OpenMP threads spin at barriers while a sibling is descheduled.
+    """
+    return max(1, int(os.environ.get("MLOPS_TRAIN_THREADS", "1")))
+
+
+@contextmanager
+def limited_threads() -> Iterator[None]:
+    """Run the block with at most :func:`compute_threads` OpenMP/BLAS threads."""
+    # threadpoolctl only limits runtimes already loaded: import the estimators (and their OpenMP) first.
+    import sklearn.ensemble  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=compute_threads()):
+        yield
+
+
+class TrainingError(ValueError):
+    """Training cannot proceed: too few days, a split with one class, an unknown candidate or parameter."""
+
+
+# -- split ---------------------------------------------------------------------------------------------
+def time_split(df: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Split by date: the last ``test_days`` dates are test, the ``validation_days`` before validation."""
+    col, t = spec.time.column, spec.training
+    if col not in df.columns:
+        raise TrainingError(f"feature table has no time column {col!r}")
+    dates = np.sort(df[col].astype(str).unique())
+    needed = t.validation_days + t.test_days + 1
+    if len(dates) < needed:
+        raise TrainingError(
+            f"the window has {len(dates)} dates; a split needs at least {needed} "
+            f"(validation_days={t.validation_days} + test_days={t.test_days} + 1 training day)"
+        )
+    test_from, valid_from = dates[-t.test_days], dates[-(t.test_days + t.validation_days)]
+    d = df[col].astype(str)
+    train = df[d < valid_from]
+    valid = df[(d >= valid_from) & (d < test_from)]
+    test = df[d >= test_from]
+    return train, valid, test
+
+
+# -- pipelines -----------------------------------------------------------------------------------------
+def make_pipeline(
+    candidate: CandidateSpec, spec: DatasetSpec, seed: int, params: dict[str, Any] | None = None
+) -> Pipeline:
+    """An unfitted Pipeline (preprocessing + estimator) taking a DataFrame of the spec's feature columns."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+    cats, nums = spec.categorical_features, spec.numeric_features
+    kwargs = {**candidate.params, **(params or {})}
+    try:
+        if candidate.estimator == "logistic_regression":
+            prep = ColumnTransformer(
+                [
+                    (
+                        "num",
+                        Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]),
+                        nums,
+                    ),
+                    (
+                        "cat",
+                        Pipeline(
+                            [
+                                ("impute", SimpleImputer(strategy="constant", fill_value="__missing__")),
+                                ("onehot", OneHotEncoder(handle_unknown="ignore")),
+                            ]
+                        ),
+                        cats,
+                    ),
+                ],
+                verbose_feature_names_out=False,
+            )
+            model = LogisticRegression(random_state=seed, **kwargs)
+        else:
+            # Ordinal codes first, so the categorical columns are the first len(cats) of the model input;
+            # unseen or missing categories become NaN, which the trees treat as missing.
+            prep = ColumnTransformer(
+                [
+                    (
+                        "cat",
+                        OrdinalEncoder(
+                            handle_unknown="use_encoded_value",
+                            unknown_value=np.nan,
+                            encoded_missing_value=np.nan,
+                            max_categories=_MAX_CATEGORIES,
+                        ),
+                        cats,
+                    ),
+                    ("num", "passthrough", nums),
+                ],
+                verbose_feature_names_out=False,
+            )
+            model = HistGradientBoostingClassifier(
+                random_state=seed, categorical_features=list(range(len(cats))) or None, **kwargs
+            )
+    except TypeError as exc:
+        raise TrainingError(f"candidate {candidate.name!r}: bad parameter for {candidate.estimator}: {exc}") from exc
+    return Pipeline([("prep", prep), ("model", model)])
+
+
+# -- metrics -------------------------------------------------------------------------------------------
+def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    """The probability threshold that maximises F1 on (y, p)."""
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, thresholds = precision_recall_curve(y, p)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))[:-1]
+    return float(thresholds[int(np.argmax(f1))]) if len(thresholds) else 0.5
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """ROC AUC, PR AUC, log loss, Brier, F1/precision/recall at ``threshold``, rows and base rate."""
+    from sklearn.metrics import (
+        average_precision_score,
+        brier_score_loss,
+        f1_score,
+        log_loss,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
+    pred = (p >= threshold).astype(int)
+    return {
+        "roc_auc": float(roc_auc_score(y, p)),
+        "pr_auc": float(average_precision_score(y, p)),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "brier": float(brier_score_loss(y, p)),
+        "f1": float(f1_score(y, pred, zero_division=0)),
+        "precision": float(precision_score(y, pred, zero_division=0)),
+        "recall": float(recall_score(y, pred, zero_division=0)),
+        "rows": float(len(y)),
+        "positive_rate": float(np.mean(y)),
+    }
+
+
+# -- search (no MLflow) --------------------------------------------------------------------------------
+@dataclass
+class CandidateResult:
+    """The best trial of one candidate: its fitted pipeline, params, threshold and metrics."""
+
+    name: str
+    estimator: str
+    params: dict[str, Any]
+    threshold: float
+    valid: dict[str, float]
+    test: dict[str, float]
+    trials: list[dict[str, Any]]
+    seconds: float
+    pipeline: Any = field(repr=False, default=None)
+
+    def summary(self) -> dict[str, Any]:
+        """Everything but the fitted pipeline (JSON-serialisable)."""
+        return {k: v for k, v in asdict(self).items() if k != "pipeline"}
+
+
+@dataclass
+class SearchResult:
+    """All candidates fitted on one split; ``best`` is the name with the highest validation ROC AUC."""
+
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    candidates: dict[str, CandidateResult]
+    best: str
+
+
+def _xy(df: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, np.ndarray]:
+    return df[spec.feature_names], df[spec.label.name].to_numpy().astype(int)
+
+
+def _pick_candidates(spec: DatasetSpec, names: Sequence[str] | None) -> list[CandidateSpec]:
+    known = {c.name: c for c in spec.training.candidates}
+    if not names:
+        return list(known.values())
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise TrainingError(f"unknown candidates {unknown}; the spec declares {sorted(known)}")
+    return [known[n] for n in names]
+
+
+def _trials(candidate: CandidateSpec, iterations: int, seed: int) -> list[dict[str, Any]]:
+    from sklearn.model_selection import ParameterSampler
+
+    space = candidate.search_space
+    if not space:
+        return [{}]
+    size = int(np.prod([len(v) for v in space.values()]))
+    # Never ask for more samples than the grid holds (ParameterSampler would warn and return the grid).
+    return list(ParameterSampler(space, n_iter=min(iterations, size), random_state=seed))
+
+
+def search_candidates(
+    spec: DatasetSpec,
+    features_df: pd.DataFrame,
+    *,
+    seed: int | None = None,
+    search_iterations: int | None = None,
+    candidates: Sequence[str] | None = None,
+) -> SearchResult:
+    """Fit every candidate's sampled parameters on train, keep the best on validation, score it on test."""
+    with limited_threads():
+        return _search(spec, features_df, seed, search_iterations, candidates)
+
+
+def _search(
+    spec: DatasetSpec,
+    features_df: pd.DataFrame,
+    seed: int | None,
+    search_iterations: int | None,
+    candidates: Sequence[str] | None,
+) -> SearchResult:
+    from sklearn.metrics import roc_auc_score
+
+    seed = spec.training.seed if seed is None else seed
+    iterations = search_iterations or spec.training.search_iterations
+    chosen = _pick_candidates(spec, candidates)
+    missing = [c for c in feature_columns(spec) if c not in features_df.columns]
+    if missing:
+        raise TrainingError(f"feature table lacks columns {missing}")
+    labelled = features_df[features_df[spec.label.name].notna()]
+    train, valid, test = time_split(labelled, spec)
+    for name, part in (("train", train), ("validation", valid), ("test", test)):
+        if part[spec.label.name].nunique() < 2:
+            raise TrainingError(f"the {name} split has a single class; widen the window")
+    x_train, y_train = _xy(train, spec)
+    x_valid, y_valid = _xy(valid, spec)
+    x_test, y_test = _xy(test, spec)
+
+    results: dict[str, CandidateResult] = {}
+    for cand in chosen:
+        t0 = time.perf_counter()
+        best_score, best_pipe, best_params, trials = -np.inf, None, {}, []
+        for i, params in enumerate(_trials(cand, iterations, seed)):
+            pipe = make_pipeline(cand, spec, seed, params)
+            try:
+                pipe.fit(x_train, y_train)
+            except (TypeError, ValueError) as exc:
+                raise TrainingError(f"candidate {cand.name!r} with {params}: {exc}") from exc
+            score = float(roc_auc_score(y_valid, pipe.predict_proba(x_valid)[:, 1]))
+            trials.append({"trial": i, "params": params, f"valid_{SELECTION_METRIC}": score})
+            if score > best_score:
+                best_score, best_pipe, best_params = score, pipe, params
+        p_valid = best_pipe.predict_proba(x_valid)[:, 1]
+        threshold = choose_threshold(y_valid, p_valid)
+        results[cand.name] = CandidateResult(
+            name=cand.name,
+            estimator=cand.estimator,
+            params={**cand.params, **best_params},
+            threshold=threshold,
+            valid=binary_metrics(y_valid, p_valid, threshold),
+            test=binary_metrics(y_test, best_pipe.predict_proba(x_test)[:, 1], threshold),
+            trials=trials,
+            seconds=round(time.perf_counter() - t0, 2),
+            pipeline=best_pipe,
+        )
+    # Ties go to the candidate declared first in the spec.
+    best = max(results, key=lambda n: results[n].valid[SELECTION_METRIC])
+    return SearchResult(train, valid, test, results, best)
+
+
+# -- MLflow --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainingResult:
+    """What a training run produced; JSON-serialisable via :meth:`as_dict` (for XCom)."""
+
+    dataset: str
+    experiment_id: str
+    parent_run_id: str
+    candidate_runs: dict[str, str]
+    best_candidate: str
+    model_name: str
+    model_version: str
+    model_uri: str
+    alias: str
+    threshold: float
+    metrics: dict[str, float]
+    candidates: dict[str, dict[str, float]]
+    feature_version: str
+    spec_hash: str
+    git_sha: str
+    split: dict[str, dict[str, Any]]
+    reference_uri: str
+    feature_importance: dict[str, float]
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """A plain dict for XCom."""
+        return asdict(self)
+
+
+def default_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI``, else SQLite beside a local lake (``<lake>/../mlflow.db``, as scripts/env.sh)."""
+    from include.mlops.storage import DEFAULT_ROOT, data_root
+
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    root = data_root()
+    local = "://" not in root or root.startswith("file://")
+    lake = Path(root.removeprefix("file://")) if local else DEFAULT_ROOT
+    return f"sqlite:///{lake.resolve().parent / 'mlflow.db'}"
+
+
+def artifact_location(tracking_uri: str, experiment: str, artifact_root: str | None = None) -> str | None:
+    """Where the experiment's artifacts go: ``artifact_root`` (or ``MLOPS_MLFLOW_ARTIFACT_ROOT``), else
+    ``mlflow-artifacts`` beside a SQLite database; None for a tracking server (it proxies artifacts)."""
+    root = artifact_root or os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT")
+    if root is None and tracking_uri.startswith("sqlite:///"):
+        root = str(Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlflow-artifacts")
+    if root is None:
+        return None
+    if "://" not in root:
+        return (Path(root).resolve() / experiment).as_uri()
+    return f"{root.rstrip('/')}/{experiment}"
+
+
+def git_sha() -> str:
+    """The repository's HEAD commit (``MLOPS_GIT_SHA`` wins), or 'unknown' outside a git checkout."""
+    if os.environ.get("MLOPS_GIT_SHA"):
+        return os.environ["MLOPS_GIT_SHA"]
+    # Read .git directly: no git binary needed on workers, no subprocess in a task.
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        git = repo / ".git"
+        if git.is_file():  # a worktree: ".git" names the real git dir
+            git = (repo / git.read_text().split(":", 1)[1].strip()).resolve()
+        common = (git / (git / "commondir").read_text().strip()).resolve() if (git / "commondir").exists() else git
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref:"):
+            return head
+        ref = head.removeprefix("ref:").strip()
+        for base in (git, common):
+            if (base / ref).exists():
+                return (base / ref).read_text().strip()
+        packed = common / "packed-refs"
+        if packed.exists():
+            for line in packed.read_text().splitlines():
+                if line.endswith(f" {ref}"):
+                    return line.split()[0]
+    except (OSError, IndexError):
+        pass
+    return "unknown"
+
+
+def _ensure_experiment(client: Any, name: str, location: str | None) -> str:
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # created concurrently by another run
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if exp.lifecycle_stage == "deleted":
+        client.restore_experiment(exp.experiment_id)
+    return exp.experiment_id
+
+
+def _data_digest(df: pd.DataFrame) -> str:
+    import hashlib
+
+    return hashlib.sha256(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes()).hexdigest()[:20]
+
+
+def _split_info(df: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
+    d = df[spec.time.column].astype(str)
+    return {"rows": len(df), "start": d.min(), "end": d.max(), "positive_rate": float(df[spec.label.name].mean())}
+
+
+def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}_{k}": v for k, v in metrics.items()}
+
+
+def permutation_importance(
+    pipe: Any,
+    x: pd.DataFrame,
+    y: np.ndarray,
+    *,
+    seed: int,
+    rows: int = PERMUTATION_ROWS,
+    repeats: int = PERMUTATION_REPEATS,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean and std drop in ROC AUC when each feature is shuffled, on a seeded sample of ``rows`` rows."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    take = np.sort(rng.choice(len(x), size=min(rows, len(x)), replace=False))
+    sample, y_s = x.iloc[take].reset_index(drop=True), y[take]
+    base = roc_auc_score(y_s, pipe.predict_proba(sample)[:, 1])
+    # One predict over all shuffled copies: tree ensembles pay a per-call cost far above the per-row cost.
+    copies = []
+    for col in x.columns:
+        for _ in range(repeats):
+            c = sample.copy()
+            c[col] = sample[col].to_numpy()[rng.permutation(len(sample))]
+            copies.append(c)
+    p = pipe.predict_proba(pd.concat(copies, ignore_index=True))[:, 1].reshape(len(copies), len(sample))
+    drops = np.array([base - roc_auc_score(y_s, row) for row in p]).reshape(len(x.columns), repeats)
+    cols = list(x.columns)
+    return (
+        {c: float(v) for c, v in zip(cols, drops.mean(axis=1), strict=True)},
+        {c: float(v) for c, v in zip(cols, drops.std(axis=1), strict=True)},
+    )
+
+
+def _log_plots(pipe: Any, spec: DatasetSpec, test: pd.DataFrame, threshold: float, seed: int) -> dict[str, float]:
+    """ROC, PR, calibration, confusion matrix and permutation importance on the test split; returns importances."""
+    import mlflow
+    from matplotlib.figure import Figure
+    from sklearn.calibration import CalibrationDisplay
+    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
+
+    # Figure() objects need no pyplot and no GUI backend: safe in workers and threads.
+    x, y = _xy(test, spec)
+    p = pipe.predict_proba(x)[:, 1]
+    plots = {
+        "roc": lambda ax: RocCurveDisplay.from_predictions(y, p, ax=ax),
+        "pr": lambda ax: PrecisionRecallDisplay.from_predictions(y, p, ax=ax),
+        "calibration": lambda ax: CalibrationDisplay.from_predictions(y, p, n_bins=10, ax=ax),
+        "confusion_matrix": lambda ax: ConfusionMatrixDisplay.from_predictions(y, (p >= threshold).astype(int), ax=ax),
+    }
+    for name, draw in plots.items():
+        fig = Figure(figsize=(5, 4), dpi=100)
+        ax = fig.subplots()
+        draw(ax)
+        ax.set_title(f"{spec.name}: {name.replace('_', ' ')} (test)")
+        fig.tight_layout()
+        mlflow.log_figure(fig, f"plots/{name}.png")
+
+    importance, spread = permutation_importance(pipe, x, y, seed=seed)
+    order = sorted(importance, key=importance.get)
+    fig = Figure(figsize=(6, 0.3 * len(order) + 1), dpi=100)
+    ax = fig.subplots()
+    ax.barh(order, [importance[f] for f in order], xerr=[spread[f] for f in order])
+    ax.set_xlabel("mean drop in ROC AUC when permuted")
+    ax.set_title(f"{spec.name}: permutation importance (test sample)")
+    fig.tight_layout()
+    mlflow.log_figure(fig, "plots/permutation_importance.png")
+    mlflow.log_dict(importance, "feature_importance.json")
+    return importance
+
+
+def _pip_requirements(serialization: str) -> list[str]:
+    # Explicit requirements: MLflow's inference would re-load the model in a subprocess (seconds per run).
+    from importlib.metadata import version
+
+    pkgs = ["mlflow", "scikit-learn", "pandas", "numpy", "scipy", serialization]
+    return [f"{p}=={version(p)}" for p in pkgs]
+
+
+def train_candidates(
+    spec: DatasetSpec,
+    features_df: pd.DataFrame,
+    *,
+    seed: int | None = None,
+    search_iterations: int | None = None,
+    candidates: Sequence[str] | None = None,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    tags: dict[str, str] | None = None,
+    artifact_root: str | None = None,
+    feature_version: str | None = None,
+    feature_uri: str | None = None,
+) -> TrainingResult:
+    """Search every candidate under one MLflow parent run (a nested run each), register the best model as a
+    new version of ``spec.name`` with alias ``challenger``; returns ids, metrics and the chosen threshold.
+
+    ``feature_version`` / ``feature_uri`` default to ``features_df.attrs`` (set by ``read_feature_table``),
+    else to a hash of the frame's content.
+    """
+    import mlflow
+    import mlflow.sklearn
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    t0 = time.perf_counter()
+    seed = spec.training.seed if seed is None else seed
+    iterations = search_iterations or spec.training.search_iterations
+    feature_version = feature_version or features_df.attrs.get("feature_version") or _data_digest(features_df)
+    feature_uri = feature_uri or features_df.attrs.get("feature_uri")
+    tracking_uri = tracking_uri or default_tracking_uri()
+    experiment = experiment or spec.name
+    s_hash, sha = spec_hash(spec), git_sha()
+
+    search = search_candidates(spec, features_df, seed=seed, search_iterations=iterations, candidates=candidates)
+    best = search.candidates[search.best]
+    parts = {"train": search.train, "valid": search.valid, "test": search.test}
+    split = {n: _split_info(d, spec) for n, d in parts.items()}
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    exp_id = _ensure_experiment(client, experiment, artifact_location(tracking_uri, experiment, artifact_root))
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    run_tags = {
+        "dataset": spec.name,
+        "feature_version": feature_version,
+        "data_hash": feature_version,
+        "spec_hash": s_hash,
+        "git_sha": sha,
+        "mlflow.source.git.commit": sha,
+        **{k: str(v) for k, v in (tags or {}).items()},
+    }
+    cols = feature_columns(spec)
+    candidate_runs: dict[str, str] = {}
+    with (
+        warnings.catch_warnings(),
+        mlflow.start_run(experiment_id=exp_id, run_name=f"train-{feature_version[:8]}", tags=run_tags) as parent,
+    ):
+        # MLflow hints that int columns cannot hold NaN; build_features guarantees int features have none.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        dataset = mlflow.data.from_pandas(
+            features_df,
+            source=feature_uri,
+            targets=spec.label.name,
+            name=f"{spec.name}-features",
+            digest=feature_version,
+        )
+        mlflow.log_input(dataset, context="training")
+        mlflow.log_params(
+            {
+                "seed": seed,
+                "search_iterations": iterations,
+                "selection_metric": SELECTION_METRIC,
+                "candidates": ",".join(search.candidates),
+                "features": ",".join(spec.feature_names),
+                **{f"{n}_{k}": v for n, info in split.items() for k, v in info.items() if k != "positive_rate"},
+            }
+        )
+        for name, res in search.candidates.items():
+            # experiment_id again: a nested run otherwise lands in the process's active (Default) experiment.
+            child_tags = {**run_tags, "candidate": name}
+            with mlflow.start_run(experiment_id=exp_id, run_name=name, nested=True, tags=child_tags) as child:
+                candidate_runs[name] = child.info.run_id
+                mlflow.log_input(dataset, context="training")
+                mlflow.log_params({"candidate": name, "estimator": res.estimator, "threshold": res.threshold})
+                mlflow.log_params(res.params)
+                key = f"valid_{SELECTION_METRIC}"
+                for trial in res.trials:
+                    mlflow.log_metric(f"search_{key}", trial[key], step=trial["trial"])
+                mlflow.log_metrics({**_prefixed("valid", res.valid), **_prefixed("test", res.test)})
+                mlflow.log_metric("fit_seconds", res.seconds)
+                mlflow.log_dict({"trials": res.trials}, "search_trials.json")
+
+        metrics = {**_prefixed("valid", best.valid), **_prefixed("test", best.test)}
+        mlflow.log_params({"best_candidate": best.name, "threshold": best.threshold})
+        mlflow.log_metrics(metrics)
+        mlflow.set_tag("best_candidate", best.name)
+        with limited_threads():
+            importance = _log_plots(best.pipeline, spec, search.test, best.threshold, seed)
+
+        x_train = search.train[spec.feature_names]
+        ref = search.train.sample(n=min(spec.training.reference_sample_rows, len(search.train)), random_state=seed)
+        ref = ref.sort_index()[cols].copy()
+        ref[PREDICTION_COLUMN] = best.pipeline.predict_proba(ref[spec.feature_names])[:, 1]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "reference.parquet"
+            ref.to_parquet(path, index=False)
+            mlflow.log_artifact(str(path), artifact_path="reference")
+        reference_uri = f"runs:/{parent.info.run_id}/reference/reference.parquet"
+
+        signature = infer_signature(x_train.head(200), best.pipeline.predict_proba(x_train.head(200)))
+        info = mlflow.sklearn.log_model(
+            best.pipeline,
+            name="model",
+            signature=signature,
+            input_example=x_train.head(5),
+            registered_model_name=spec.name,
+            serialization_format="cloudpickle",
+            pip_requirements=_pip_requirements("cloudpickle"),
+            pyfunc_predict_fn="predict_proba",
+        )
+        version = str(info.registered_model_version)
+
+    found = search.candidates
+    version_tags = {
+        **run_tags,
+        "candidate": best.name,
+        "threshold": f"{best.threshold:.6f}",
+        "reference_uri": reference_uri,
+        "parent_run_id": parent.info.run_id,
+        **{k: f"{v:.6f}" for k, v in metrics.items()},
+    }
+    version_tags.pop("mlflow.source.git.commit")
+    for k, v in version_tags.items():
+        client.set_model_version_tag(spec.name, version, k, v)
+    client.set_registered_model_alias(spec.name, CHALLENGER, version)
+
+    return TrainingResult(
+        dataset=spec.name,
+        experiment_id=exp_id,
+        parent_run_id=parent.info.run_id,
+        candidate_runs=candidate_runs,
+        best_candidate=best.name,
+        model_name=spec.name,
+        model_version=version,
+        model_uri=f"models:/{spec.name}/{version}",
+        alias=CHALLENGER,
+        threshold=best.threshold,
+        metrics=metrics,
+        candidates={n: {**_prefixed("valid", r.valid), **_prefixed("test", r.test)} for n, r in found.items()},
+        feature_version=feature_version,
+        spec_hash=s_hash,
+        git_sha=sha,
+        split=split,
+        reference_uri=reference_uri,
+        feature_importance=importance,
+        seconds=round(time.perf_counter() - t0, 2),
+    )
