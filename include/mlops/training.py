@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,8 @@ from include.mlops.features import feature_columns
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
+
+    from include.mlops.storage import Lake
 
 CHALLENGER = "challenger"
 SELECTION_METRIC = "roc_auc"  # validation metric that picks the search trial and the best candidate
@@ -656,3 +659,54 @@ def train_candidates(
         feature_importance=importance,
         seconds=round(time.perf_counter() - t0, 2),
     )
+
+
+# -- planning: which window to train on, and whether a scheduled run is due ----------------------------------
+def last_trained_window_end(spec: DatasetSpec, tracking_uri: str | None = None) -> date | None:
+    """The latest ``window_end`` tagged on any registered version of ``spec.name`` (None before the first)."""
+    from mlflow import MlflowClient
+
+    uri = tracking_uri or default_tracking_uri()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    ends = []
+    for v in client.search_model_versions(f"name='{spec.name}'"):
+        end = (v.tags or {}).get("window_end")
+        if end:
+            ends.append(date.fromisoformat(end))
+    return max(ends) if ends else None
+
+
+def plan_training(
+    spec: DatasetSpec,
+    lake: Lake,
+    *,
+    window_end: date | str | None = None,
+    window_days: int | None = None,
+    force: bool = False,
+    last_end: date | None = None,
+) -> dict[str, Any]:
+    """Decide the training window (the ``window_days`` validated days ending at ``window_end``, default the
+    latest validated day) and whether training is due: forced, never trained, or at least
+    ``cadence_days`` new validated days since the last trained window. Returns a JSON-serialisable plan."""
+    days = sorted(date.fromisoformat(p.split("=", 1)[1]) for p in lake.partitions("validated", spec.name))
+    if not days:
+        return {"due": False, "reason": "no validated partitions yet"}
+    end = date.fromisoformat(str(window_end)[:10]) if window_end else days[-1]
+    n = window_days or spec.training.window_days
+    start = end - timedelta(days=n - 1)
+    have = [d for d in days if start <= d <= end]
+    needed = spec.training.validation_days + spec.training.test_days + 1
+    plan = {"start": start.isoformat(), "end": end.isoformat(), "validated_days": len(have), "window_days": n}
+    if len(have) < needed:
+        return plan | {"due": False, "reason": f"only {len(have)} validated days in {start}..{end}; need {needed}"}
+    if force:
+        return plan | {"due": True, "reason": "manual run"}
+    if last_end is None:
+        return plan | {"due": True, "reason": "no model trained yet"}
+    new_days = len([d for d in days if d > last_end])
+    if new_days >= spec.training.cadence_days:
+        return plan | {"due": True, "reason": f"{new_days} new validated days since {last_end}"}
+    return plan | {
+        "due": False,
+        "reason": f"{new_days} new validated days since {last_end}; cadence is {spec.training.cadence_days}",
+    }

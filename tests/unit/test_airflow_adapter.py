@@ -1,0 +1,107 @@
+"""The Airflow adapter: which days a run covers, and how the source connection becomes a SQLAlchemy URL."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from types import SimpleNamespace
+
+import pytest
+
+from include.mlops.airflow_adapter import run_interval, source_url
+
+UTC = UTC
+
+
+def _ctx(run_type: str, logical: datetime | None, start: datetime | None, end: datetime | None) -> dict:
+    return {
+        "dag_run": SimpleNamespace(run_type=run_type, run_after=logical),
+        "logical_date": logical,
+        "data_interval_start": start,
+        "data_interval_end": end,
+    }
+
+
+@pytest.mark.parametrize(
+    ("ctx", "day", "expected"),
+    [
+        # a backfill / scheduled run of a data-interval timetable: its interval
+        (
+            _ctx(
+                "backfill",
+                datetime(2013, 1, 5, tzinfo=UTC),
+                datetime(2013, 1, 5, tzinfo=UTC),
+                datetime(2013, 1, 6, tzinfo=UTC),
+            ),
+            None,
+            (date(2013, 1, 5), date(2013, 1, 6)),
+        ),
+        (
+            _ctx(
+                "scheduled",
+                datetime(2013, 1, 5, tzinfo=UTC),
+                datetime(2013, 1, 5, tzinfo=UTC),
+                datetime(2013, 1, 6, tzinfo=UTC),
+            ),
+            None,
+            (date(2013, 1, 5), date(2013, 1, 6)),
+        ),
+        # a manual run: the day of its logical date, not the interval ending there
+        (
+            _ctx(
+                "manual",
+                datetime(2013, 1, 5, tzinfo=UTC),
+                datetime(2013, 1, 4, tzinfo=UTC),
+                datetime(2013, 1, 5, tzinfo=UTC),
+            ),
+            None,
+            (date(2013, 1, 5), date(2013, 1, 6)),
+        ),
+        # the date Param wins
+        (
+            _ctx("manual", datetime(2026, 11, 22, tzinfo=UTC), None, None),
+            "2013-03-02",
+            (date(2013, 3, 2), date(2013, 3, 3)),
+        ),
+        # a point interval (trigger timetable) still covers one day
+        (
+            _ctx(
+                "scheduled",
+                datetime(2013, 1, 5, tzinfo=UTC),
+                datetime(2013, 1, 5, tzinfo=UTC),
+                datetime(2013, 1, 5, tzinfo=UTC),
+            ),
+            None,
+            (date(2013, 1, 5), date(2013, 1, 6)),
+        ),
+    ],
+)
+def test_run_interval(ctx, day, expected):
+    assert run_interval(ctx, day) == expected
+
+
+def test_run_interval_rejects_a_bad_date_param():
+    with pytest.raises(ValueError, match="Invalid isoformat"):
+        run_interval(_ctx("manual", None, None, None), "13/01/2013")
+
+
+@pytest.mark.parametrize(
+    ("conn", "expected"),
+    [
+        ({"conn_type": "generic", "extra": {"sqlalchemy_url": "sqlite:////tmp/x.db"}}, "sqlite:////tmp/x.db"),
+        (
+            {"conn_type": "postgres", "host": "db", "port": 5433, "login": "u", "password": "p", "schema": "src"},
+            "postgresql+psycopg2://u:p@db:5433/src",
+        ),
+        ({"conn_type": "sqlite", "host": "/data/source.db"}, "sqlite:////data/source.db"),
+    ],
+)
+def test_source_url_from_connection(monkeypatch, conn, expected):
+    monkeypatch.setenv("AIRFLOW_CONN_TEST_SOURCE", json.dumps(conn))
+    assert source_url("test_source") == expected
+
+
+def test_source_url_unknown_type_is_a_named_error(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_TEST_SOURCE", json.dumps({"conn_type": "ftp", "host": "x"}))
+    with pytest.raises(ValueError, match=r"no extra\.sqlalchemy_url and is not postgres/sqlite"):
+        source_url("test_source")

@@ -1,0 +1,49 @@
+"""plan_training: the window and whether a scheduled training run is due (cadence)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pandas as pd
+import pytest
+
+from include.mlops.storage import Lake
+from include.mlops.training import plan_training
+
+
+@pytest.fixture
+def lake(tmp_path):
+    lake = Lake(str(tmp_path))
+    for i in range(30):  # Jan 1..30
+        d = date(2013, 1, 1) + timedelta(days=i)
+        lake.write_partition("validated", "flights", f"date={d}", {"flights": pd.DataFrame({"x": [i]})}, source="t")
+    return lake
+
+
+def test_window_ends_at_latest_validated_day(lake, spec):
+    p = plan_training(spec, lake, window_days=20, force=True)
+    assert (p["start"], p["end"], p["validated_days"], p["due"]) == ("2013-01-11", "2013-01-30", 20, True)
+
+
+def test_explicit_window_end(lake, spec):
+    p = plan_training(spec, lake, window_end="2013-01-20", window_days=15, force=True)
+    assert (p["start"], p["end"]) == ("2013-01-06", "2013-01-20")
+
+
+def test_too_few_days_is_not_due_even_when_forced(lake, spec):
+    p = plan_training(spec, lake, window_end="2013-01-05", window_days=20, force=True)
+    assert not p["due"]
+    assert "need 15" in p["reason"]
+
+
+@pytest.mark.parametrize(
+    ("last_end", "due"),
+    [(None, True), (date(2013, 1, 23), True), (date(2013, 1, 24), False), (date(2013, 1, 29), False)],
+)
+def test_cadence(lake, spec, last_end, due):
+    p = plan_training(spec, lake, window_days=20, last_end=last_end)
+    assert p["due"] is due, p["reason"]
+
+
+def test_empty_lake(tmp_path, spec):
+    assert plan_training(spec, Lake(str(tmp_path)))["due"] is False
