@@ -15,6 +15,16 @@ budget and seed from the trigger form.
 3. **train** — a time-ordered train/validation/test split; every candidate of the spec (logistic-regression
    baseline, HistGradientBoosting with a seeded randomized search) under one MLflow parent run with a nested
    run per candidate; the best becomes a new version of registered model `<dataset>` with alias `challenger`.
+4. **evaluate** — the gate: challenger and current champion scored on the same held-out window; absolute
+   thresholds, non-regression against the champion, slice gaps (carrier, origin), policy (signature, no
+   forbidden/leaking features, model size, scoring latency). The report is written to
+   `reports/gate/<dataset>/v<version>/gate.html` in the lake and logged to MLflow; the decision is tagged on
+   the version.
+5. **decide** → **promote** (alias `champion` moves, the previous champion is recorded, an audit entry is
+   written and the `model/<dataset>@champion` Asset event is emitted) or **reject** (the version is tagged
+   rejected with its reasons, the champion is untouched, an alert names the failed checks). When the spec
+   sets `gate.require_approval`, an **approve** step (Airflow human-in-the-loop) shows the gate report and
+   waits for *Approve* / *Reject* before the alias moves.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from include.mlops.config import DatasetSpec, load_spec_file, spec_paths
 
 def build(spec: DatasetSpec):
     validated = Asset(name=f"validated/{spec.name}", uri=f"mlops://validated/{spec.name}", group="lake")
+    champion = Asset(name=f"model/{spec.name}@champion", uri=f"mlops://model/{spec.name}/champion", group="model")
     names = [c.name for c in spec.training.candidates]
 
     @dag(
@@ -117,10 +128,86 @@ def build(spec: DatasetSpec):
             )  # fmt: skip
             return result.as_dict()
 
+        @task
+        def evaluate(trained: dict) -> dict:
+            """The gate: challenger vs champion on the same window; report saved, logged, tagged."""
+            from include.mlops import evaluation
+            from include.mlops.storage import Lake
+
+            report = evaluation.evaluate_challenger(spec, Lake(), version=trained["model_version"])
+            print(report.to_markdown())
+            return report.as_dict() | {"markdown": report.to_markdown()}
+
+        @task.branch
+        def decide(report: dict) -> str:
+            """Passed → promote (through approval when the spec asks); failed → reject."""
+            if report["decision"] != "passed":
+                return "reject"
+            return "approve" if spec.gate.require_approval else "promote"
+
+        @task(outlets=[champion], trigger_rule="none_failed_min_one_success")
+        def promote(report: dict, outlet_events=None, **context) -> dict:
+            """Move alias champion to the challenger; audited; emits the champion Asset event."""
+            from include.mlops import registry
+
+            approver = _approver(context)
+            entry = registry.promote(
+                spec, report["challenger_version"], reason="gate passed: " + _checks_line(report),
+                dag_run=context["run_id"], approver=approver,
+            )  # fmt: skip
+            outlet_events[champion].extra = {"version": entry.to_version, "previous": entry.from_version}
+            return entry.as_dict()
+
+        @task
+        def reject(report: dict, **context) -> dict:
+            """Tag the version rejected with its reasons; the champion stays; alert."""
+            from include.mlops import registry
+            from include.mlops.airflow_adapter import send_alert
+
+            reasons = report["failed"]
+            entry = registry.reject(spec, report["challenger_version"], reasons, dag_run=context["run_id"])
+            message = f"{spec.name} v{report['challenger_version']} rejected by the gate: {', '.join(reasons)}"
+            print(message + "\n" + report["markdown"])
+            send_alert(f"[mlops] gate rejected {spec.name} v{report['challenger_version']}", message)
+            return entry.as_dict()
+
         planned = plan()
-        train(planned, build_features(planned))
+        trained = train(planned, build_features(planned))
+        report = evaluate(trained)
+        branch = decide(report)
+        promoted = promote(report)
+        branch >> reject(report)
+        if spec.gate.require_approval:
+            from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+            approve = ApprovalOperator(
+                task_id="approve",
+                subject=f"Promote {spec.name} v{{{{ ti.xcom_pull(task_ids='evaluate')['challenger_version'] }}}} "
+                "to champion?",
+                body="{{ ti.xcom_pull(task_ids='evaluate')['markdown'] }}",
+            )
+            branch >> approve >> promoted
+        else:
+            branch >> promoted
 
     return train_dag()
+
+
+def _checks_line(report: dict) -> str:
+    return ", ".join(f"{c['name']}={c['value']}" for c in report["checks"] if c["verdict"] == "pass")[:500]
+
+
+def _approver(context) -> str | None:
+    """Who approved in the HITL step, if there was one."""
+    if not spec_requires_approval(context):
+        return None
+    response = context["ti"].xcom_pull(task_ids="approve") or {}
+    user = response.get("responded_by_user") or response.get("responded_by") or {}
+    return user.get("name") if isinstance(user, dict) else str(user or "") or None
+
+
+def spec_requires_approval(context) -> bool:
+    return "approve" in context["dag"].task_ids
 
 
 for _path in spec_paths():

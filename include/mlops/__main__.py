@@ -14,6 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--url", help="SQLAlchemy URL (default: MLOPS_SOURCE_URL, else .data/source.db)")
     v = sub.add_parser("check-spec", help="validate dataset spec files; exit 1 naming each problem")
     v.add_argument("paths", nargs="*", help="spec files (default: every spec in include/config)")
+    h = sub.add_parser("audit", help="promotion / rejection / rollback history of a registered model")
+    h.add_argument("dataset", help="dataset name (= registered model name), e.g. flights")
+    h.add_argument("--at", help="also say which version was champion at this time (ISO, UTC)")
     a = p.parse_args(argv)
 
     if a.cmd == "seed-source":
@@ -37,6 +40,17 @@ def main(argv: list[str] | None = None) -> int:
                 bad += 1
                 print(exc, file=sys.stderr)
         return 1 if bad else 0
+    if a.cmd == "audit":
+        from include.mlops import registry
+        from include.mlops.config import load_spec
+
+        spec = load_spec(a.dataset)
+        entries = registry.history(spec)
+        print(registry.format_history(entries))
+        if a.at:
+            version = registry.champion_at(spec, a.at, entries=entries)
+            print(f"champion at {a.at}: {'v' + version if version else 'none'}")
+        return 0
     return 2
 
 

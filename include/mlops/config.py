@@ -179,6 +179,9 @@ class GateSpec(_Model):
     min_roc_auc: float = Field(ge=0, le=1)
     max_brier: float = Field(ge=0, le=1)
     max_roc_auc_drop: float = Field(ge=0, le=1, description="allowed drop against the champion")
+    max_brier_rise: float | None = Field(
+        default=None, ge=0, le=1, description="allowed Brier rise against the champion (None: not checked)"
+    )
     slice_columns: list[str] = Field(default_factory=list)
     min_slice_rows: int = Field(default=200, gt=0)
     max_slice_gap: float = Field(default=0.15, ge=0, le=1)

@@ -3,37 +3,17 @@ temp SQLite MLflow: parent and nested runs, metrics, artifacts, the registered v
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
+from tests.e2e.conftest import JAN_END as WINDOW_END
+
 pytestmark = pytest.mark.e2e
 
-WINDOW_END = date(2013, 1, 24)
-
 
 @pytest.fixture(scope="module")
-def validated_january(nyc, spec):
-    """Real rows of Jan 1-24 in the validated zone (ingestion itself is covered by test_ingest_dag)."""
-    from include.mlops.ingest import REFERENCE_PARTITION
-    from include.mlops.storage import Lake
-
-    lake = Lake()
-    day = date(2013, 1, 1)
-    while day <= WINDOW_END:
-        tables = {
-            t: nyc[t][nyc[t]["flight_date"] == day.isoformat()].reset_index(drop=True) for t in ("flights", "weather")
-        }
-        tables = {t: df[list(spec.source.tables[t].columns)] for t, df in tables.items()}
-        lake.write_partition("validated", "flights", f"date={day}", tables, source="test")
-        day += timedelta(days=1)
-    ref = {"airlines": nyc["airlines"], "airports": nyc["airports"], "planes": nyc["planes"]}
-    lake.write_partition("reference", "flights", REFERENCE_PARTITION, ref, source="test")
-    return lake
-
-
-@pytest.fixture(scope="module")
-def train_run(airflow_db, validated_january):
+def train_run(airflow_db, validated_january, module_mlflow):
     from airflow.dag_processing.dagbag import DagBag
 
     from tests.conftest import REPO
