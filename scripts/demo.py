@@ -93,7 +93,7 @@ def main() -> int:
         note = f"{n_valid:>5} flights validated" + (f", {n_quarantined} rows quarantined" if q else "")
         say(f"           [{i:>3}/{len(days)}] {day}  {state:<8} {note}  ({time.perf_counter() - t:.1f}s)")
 
-    say("stage 3/3  flights_train: features -> logreg + HistGradientBoosting search (MLflow) -> challenger")
+    say("stage 3/3  flights_train: features -> logreg + HistGradientBoosting search (MLflow) -> gate -> champion")
     t = time.perf_counter()
     dr = run_dag(dagbag, "flights_train", END + timedelta(days=1), {"window_end": END.isoformat()})
     train_state = str(getattr(dr, "state", "unknown")).rsplit(".", 1)[-1]
@@ -107,7 +107,9 @@ def main() -> int:
     say(f"  lake: {root}/validated/flights/ (partitions with _manifest.json), quarantine/flights/*/reasons.json")
     say(f"  GX Data Docs: {root}/reports/gx/flights/date={days[-1]}/docs/index.html")
     if model:
-        say(f"  model: registered model 'flights' v{model['version']} @challenger, {model['metrics']}")
+        say(f"  model: registered model 'flights' v{model['version']}, {model['metrics']}")
+        say(f"  gate: {model['gate']} -> {root}/reports/gate/flights/v{model['version']}/gate.html")
+        say(f"  champion: {model['champion']}   (history: python -m include.mlops audit flights)")
         say(f"  features: {root}/features/flights/version={model['feature_version']}/")
     say(f"  MLflow: {os.environ['MLFLOW_TRACKING_URI']} -> make up -> http://localhost:5000 (experiment 'flights')")
     say(
@@ -127,13 +129,22 @@ def _model_summary() -> dict:
     except Exception:
         return {}
     tags = mv.tags or {}
+    try:
+        champion = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias("flights", "champion")
+        champion_line = f"v{champion.version}"
+    except Exception:
+        champion_line = "none (the gate rejected every candidate)"
     metrics = {k: round(float(tags[f"test_{k}"]), 3) for k in ("roc_auc", "brier", "f1") if f"test_{k}" in tags}
     window = f"{tags.get('window_start')}..{tags.get('window_end')}"
     return {
         "version": mv.version,
         "metrics": "test " + ", ".join(f"{k} {v}" for k, v in metrics.items()),
         "feature_version": tags.get("feature_version"),
-        "line": f"flights v{mv.version} @challenger trained on {window}",
+        "gate": f"{tags.get('gate.decision', 'not evaluated')}"
+        + (f" (failed: {tags['gate.reasons']})" if tags.get("gate.reasons") else ""),
+        "champion": champion_line,
+        "line": f"flights v{mv.version} trained on {window}, gate {tags.get('gate.decision', '?')}, "
+        f"champion {champion_line}",
     }
 
 

@@ -112,3 +112,28 @@ def test_parse_cost(path, tmp_path):
     assert ours[0]["heavy"] == [], f"{path.name} imports {ours[0]['heavy']} at parse time"
     added = min(r["dag"] for r in ours) - min(r["dag"] for r in base)
     assert added <= 0.1, f"{path.name} adds {added:.3f}s over a bare DAG"
+
+
+def test_approval_step_appears_when_the_spec_asks(tmp_path, monkeypatch):
+    """With gate.require_approval the train DAG waits on an Airflow HITL ApprovalOperator before promote."""
+    import yaml
+    from airflow.dag_processing.dagbag import DagBag
+
+    from include.mlops.config import SPEC_DIR
+
+    raw = yaml.safe_load((SPEC_DIR / "flights.yaml").read_text())
+    raw["gate"]["require_approval"] = True
+    (tmp_path / "flights.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("MLOPS_SPEC_DIR", str(tmp_path))
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags["flights_train"]
+    approve = dag.get_task("approve")
+    assert type(approve).__name__ == "ApprovalOperator"
+    assert dag.get_task("decide").downstream_task_ids >= {"approve", "reject"}
+    assert "promote" in approve.downstream_task_ids
+    assert "xcom_pull(task_ids='evaluate')['markdown']" in approve.body
+
+
+def test_no_approval_step_by_default(dagbag):
+    dag = dagbag.dags["flights_train"]
+    assert "approve" not in dag.task_ids
+    assert dag.get_task("decide").downstream_task_ids == {"promote", "reject"}
