@@ -17,15 +17,14 @@ are under `reports/gx/<dataset>/date=…/docs/index.html` in the lake.
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
-from include.mlops.airflow_adapter import default_args
+from include.mlops.airflow_adapter import asset, dag_dates, default_args
 from include.mlops.config import DatasetSpec, load_spec_file, spec_paths
 
 
 def build(spec: DatasetSpec):
-    validated = Asset(name=f"validated/{spec.name}", uri=f"mlops://validated/{spec.name}", group="lake")
+    validated = asset("validated", spec.name)
 
     @dag(
         dag_id=f"{spec.name}_ingest",
@@ -33,8 +32,7 @@ def build(spec: DatasetSpec):
         doc_md=__doc__,
         # Real [day, day + 1) data intervals (the default @daily trigger timetable has none).
         schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-        start_date=pendulum.datetime(spec.time.start.year, spec.time.start.month, spec.time.start.day, tz="UTC"),
-        end_date=pendulum.datetime(spec.time.end.year, spec.time.end.month, spec.time.end.day, 23, 59, tz="UTC"),
+        **dag_dates(spec.time),
         catchup=False,
         max_active_runs=8,
         default_args=default_args(spec.owner),

@@ -14,22 +14,21 @@ History from the shell: `python -m include.mlops audit <dataset> [--at 2013-03-0
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 
-from include.mlops.airflow_adapter import default_args
+from include.mlops.airflow_adapter import asset, dag_dates, default_args
 from include.mlops.config import DatasetSpec, load_spec_file, spec_paths
 
 
 def build(spec: DatasetSpec):
-    champion = Asset(name=f"model/{spec.name}@champion", uri=f"mlops://model/{spec.name}/champion", group="model")
+    champion = asset("champion", spec.name)
 
     @dag(
         dag_id=f"{spec.name}_rollback",
         description=f"Move the {spec.name} champion alias back to an approved version (audited)",
         doc_md=__doc__,
         schedule=None,
-        start_date=pendulum.datetime(spec.time.start.year, spec.time.start.month, spec.time.start.day, tz="UTC"),
+        start_date=dag_dates(spec.time)["start_date"],
         catchup=False,
         max_active_runs=1,
         default_args=default_args(spec.owner) | {"retries": 1},

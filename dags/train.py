@@ -29,16 +29,15 @@ budget and seed from the trigger form.
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 
-from include.mlops.airflow_adapter import default_args
+from include.mlops.airflow_adapter import asset, dag_dates, default_args
 from include.mlops.config import DatasetSpec, load_spec_file, spec_paths
 
 
 def build(spec: DatasetSpec):
-    validated = Asset(name=f"validated/{spec.name}", uri=f"mlops://validated/{spec.name}", group="lake")
-    champion = Asset(name=f"model/{spec.name}@champion", uri=f"mlops://model/{spec.name}/champion", group="model")
+    validated = asset("validated", spec.name)
+    champion = asset("champion", spec.name)
     names = [c.name for c in spec.training.candidates]
 
     @dag(
@@ -46,7 +45,7 @@ def build(spec: DatasetSpec):
         description=f"Build features and train {spec.name} candidates; register the best as challenger",
         doc_md=__doc__,
         schedule=[validated],
-        start_date=pendulum.datetime(spec.time.start.year, spec.time.start.month, spec.time.start.day, tz="UTC"),
+        start_date=dag_dates(spec.time)["start_date"],
         catchup=False,
         max_active_runs=1,
         default_args=default_args(spec.owner),

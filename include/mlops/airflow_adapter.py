@@ -9,11 +9,36 @@ import logging
 from datetime import date, timedelta
 from typing import Any
 
-from airflow.sdk import BaseNotifier
+from airflow.sdk import Asset, BaseNotifier
 
 log = logging.getLogger(__name__)
 
 ALERT_CONN_ID = "mlops_alerts"
+
+
+def asset(kind: str, dataset: str) -> Asset:
+    """The one definition of each Asset, so producers and consumers always agree on its URI:
+    ``validated`` (lake partitions), ``predictions``, ``champion`` (the model alias), ``retrain`` (requests)."""
+    names = {
+        "validated": (f"validated/{dataset}", "lake"),
+        "predictions": (f"predictions/{dataset}", "lake"),
+        "champion": (f"model/{dataset}@champion", "model"),
+        "retrain": (f"retrain/{dataset}", "model"),
+    }
+    name, group = names[kind]
+    path = name.replace("@", "/")
+    return Asset(name=name, uri=f"mlops://{path}", group=group)
+
+
+def dag_dates(time_spec: Any) -> dict[str, Any]:
+    """``start_date`` / ``end_date`` (UTC, timezone-aware) spanning the dataset's time range."""
+    import pendulum
+
+    s, e = time_spec.start, time_spec.end
+    return {
+        "start_date": pendulum.datetime(s.year, s.month, s.day, tz="UTC"),
+        "end_date": pendulum.datetime(e.year, e.month, e.day, 23, 59, tz="UTC"),
+    }
 
 
 def default_args(owner: str) -> dict[str, Any]:

@@ -105,3 +105,28 @@ def test_source_url_unknown_type_is_a_named_error(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_TEST_SOURCE", json.dumps({"conn_type": "ftp", "host": "x"}))
     with pytest.raises(ValueError, match=r"no extra\.sqlalchemy_url and is not postgres/sqlite"):
         source_url("test_source")
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "uri"),
+    [
+        ("validated", "validated/flights", "mlops://validated/flights"),
+        ("predictions", "predictions/flights", "mlops://predictions/flights"),
+        ("champion", "model/flights@champion", "mlops://model/flights/champion"),
+        ("retrain", "retrain/flights", "mlops://retrain/flights"),
+    ],
+)
+def test_assets_have_one_definition(kind, name, uri):
+    from include.mlops.airflow_adapter import asset
+
+    a = asset(kind, "flights")
+    assert (a.name, a.uri) == (name, uri)
+
+
+def test_dag_dates_span_the_dataset():
+    from include.mlops.airflow_adapter import dag_dates
+    from include.mlops.config import load_spec
+
+    d = dag_dates(load_spec("flights").time)
+    assert d["start_date"].isoformat() == "2013-01-01T00:00:00+00:00"
+    assert d["end_date"].date().isoformat() == "2013-12-31"
