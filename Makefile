@@ -46,7 +46,7 @@ format: setup ## apply ruff fixes and formatting
 	@$(ENV) ruff check --fix . && ruff format .
 
 bench: setup ## benchmarks, each figure a ratio against a baseline measured in the same run (bench/README.md)
-	@$(ENV) python -m bench.validation
+	@$(ENV) python -m bench.validation && python -m bench.training
 
 clean: ## remove local state (.data, .airflow); keeps the venv
 	rm -rf .data .airflow
