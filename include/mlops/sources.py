@@ -80,20 +80,28 @@ def seed_source(url: str | None = None) -> SeedResult:
     try:
         with engine.begin() as conn:
             for name, df in tables.items():
-                df.to_sql(
-                    name,
-                    conn,
-                    if_exists="replace",
-                    index=False,
-                    chunksize=20_000,
-                    method="multi" if engine.dialect.name != "sqlite" else None,
-                )
+                method = _copy_insert if engine.dialect.name == "postgresql" else None
+                df.to_sql(name, conn, if_exists="replace", index=False, chunksize=50_000, method=method)
                 rows[name] = len(df)
             for name in ("flights", "weather"):
                 conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS ix_{name}_flight_date ON {name} (flight_date)"))
     finally:
         engine.dispose()
     return SeedResult(url=_redact(url), rows=rows, seconds=round(time.perf_counter() - t0, 2))
+
+
+def _copy_insert(table, conn, keys, data_iter) -> None:
+    """pandas ``to_sql`` method for PostgreSQL: one COPY per chunk instead of row INSERTs (~50x faster)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf).writerows(data_iter)
+    buf.seek(0)
+    columns = ", ".join(f'"{k}"' for k in keys)
+    target = f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
+    with conn.connection.cursor() as cur:
+        cur.copy_expert(f"COPY {target} ({columns}) FROM STDIN WITH (FORMAT csv)", buf)
 
 
 def _redact(url: str) -> str:
