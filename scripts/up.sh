@@ -9,10 +9,11 @@ export AIRFLOW__API__BASE_URL="${AIRFLOW__API__BASE_URL:-http://localhost:$AIRFL
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="${AIRFLOW__CORE__EXECUTION_API_SERVER_URL:-http://localhost:$AIRFLOW_PORT/execution/}"
 mkdir -p "$MLOPS_HOME/.data"
 # MLflow UI: same tracking store as the DAGs; artifacts proxied from the lake's mlflow-artifacts folder.
-mlflow server --backend-store-uri "$MLFLOW_TRACKING_URI" --host 127.0.0.1 --port "$MLFLOW_PORT" \
+setsid mlflow server --backend-store-uri "$MLFLOW_TRACKING_URI" --host 127.0.0.1 --port "$MLFLOW_PORT" \
   --artifacts-destination "$MLOPS_DATA_ROOT/mlflow-artifacts" > "$AIRFLOW_HOME/mlflow-ui.log" 2>&1 &
 mlflow_pid=$!
-trap 'kill $mlflow_pid 2>/dev/null || true' EXIT
+# MLflow 3.17 spawns huey job consumers: stop the whole process group, not just the server.
+trap 'kill -TERM -- -"$mlflow_pid" 2>/dev/null || true' EXIT
 cat <<MSG
 ==> Airflow UI   http://localhost:$AIRFLOW_PORT   user: admin
     password:    $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated (written on first start)
