@@ -26,13 +26,18 @@ def train_run(airflow_db, validated_january, module_mlflow):
 def test_train_run_succeeds(train_run):
     assert str(train_run.state).rsplit(".", 1)[-1].lower() == "success"
     tis = {ti.task_id: str(ti.state).rsplit(".", 1)[-1].lower() for ti in train_run.get_task_instances()}
-    assert tis == {"plan": "success", "build_features": "success", "train": "success"}
+    for task_id in ("plan", "build_features", "train", "evaluate", "decide"):
+        assert tis[task_id] == "success", task_id
+    # the gate decides: exactly one of promote / reject ran (gate scenarios are in test_gate_dag.py)
+    assert sorted([tis["promote"], tis["reject"]]) == ["skipped", "success"]
 
 
-def test_feature_table_materialised(train_run, validated_january):
-    versions = validated_january.partitions("features", "flights")
-    assert len(versions) == 1
-    m = validated_january.manifest("features", "flights", versions[0])
+def test_feature_table_materialised(train_run, validated_january, module_mlflow):
+    from mlflow import MlflowClient
+
+    mv = MlflowClient(tracking_uri=module_mlflow).get_model_version_by_alias("flights", "challenger")
+    m = validated_january.manifest("features", "flights", f"version={mv.tags['feature_version']}")
+    assert m is not None, "the feature table the model was trained on is not in the lake"
     assert m.rows > 15_000  # 21 real days of departures
 
 
