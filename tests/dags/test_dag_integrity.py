@@ -105,12 +105,16 @@ def test_parse_cost(path, tmp_path):
         )
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    ours, base = [], []
-    for _ in range(6):  # interleaved, best of 6: robust to a busy machine
-        ours.append(probe(path))
-        base.append(probe(reference))
-    assert ours[0]["heavy"] == [], f"{path.name} imports {ours[0]['heavy']} at parse time"
-    added = min(r["dag"] for r in ours) - min(r["dag"] for r in base)
+    added = float("inf")
+    for _ in range(3):  # up to 3 rounds of 6 interleaved runs: a busy machine only ever adds time
+        ours, base = [], []
+        for _ in range(6):
+            ours.append(probe(path))
+            base.append(probe(reference))
+        assert ours[0]["heavy"] == [], f"{path.name} imports {ours[0]['heavy']} at parse time"
+        added = min(added, min(r["dag"] for r in ours) - min(r["dag"] for r in base))
+        if added <= 0.1:
+            break
     assert added <= 0.1, f"{path.name} adds {added:.3f}s over a bare DAG"
 
 
