@@ -7,10 +7,10 @@ VENV ?= $(CURDIR)/.venv
 ENV := export MLOPS_VENV=$(VENV); . scripts/env.sh &&
 STAMP := $(VENV)/.lock-installed
 
-.PHONY: help setup lock init seed demo up test test-e2e lint format bench clean
+.PHONY: help setup lock init seed demo up test test-integration lint format bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create/refresh the venv from requirements.lock (idempotent)
 
@@ -36,8 +36,11 @@ demo: init ## set up, seed, run the pipeline end to end through Airflow and prin
 up: init ## Airflow standalone (UI :8080) + MLflow UI (:5000), examples off
 	@$(ENV) bash scripts/up.sh
 
-test: setup ## run the test suite (unit, dags, e2e)
-	@$(ENV) bash scripts/test.sh
+test: setup ## run the test suite (unit, dags, e2e); needs no services
+	@$(ENV) bash scripts/test.sh -m "not integration"
+
+test-integration: setup ## production topology natively: Postgres + Redis + 2 Celery workers + MLflow server (~5 min)
+	@$(ENV) bash scripts/test.sh tests/integration -m integration
 
 lint: setup ## ruff lint + format check
 	@$(ENV) ruff check . && ruff format --check .

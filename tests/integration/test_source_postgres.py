@@ -10,6 +10,8 @@ import sqlalchemy as sa
 
 from include.mlops.sources import extract_interval, extract_reference, seed_source
 
+pytestmark = pytest.mark.integration
+
 ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
 
