@@ -47,13 +47,14 @@ def extract_to_raw(
     """Land [start, end) in the raw zone: every interval table from the source, with the primary table
     taken from ``source_uri`` instead when given (the file's bytes are kept as they came)."""
     partition = date_partition(start)
+    upload = sources.fetch_upload(spec, source_uri) if source_uri else None  # refused before anything is read
     tables = sources.extract_interval(spec, source_url, start, end)
     _snapshot_reference(spec, lake, source_url, run_id)
     blobs: dict[str, bytes] = {}
     read_error = None
     origin = f"{spec.source.connection_id}:{start}..{end}"
-    if source_uri:
-        fmt, data = sources.fetch_upload(spec, source_uri)
+    if upload:
+        fmt, data = upload
         blobs[f"upload.{fmt}"] = data
         origin = source_uri
         try:

@@ -219,6 +219,8 @@ def parse_upload(fmt: str, data: bytes) -> pd.DataFrame:
 
     if not data.strip():
         raise ValueError("empty_file: the file has no content")
+    if fmt == "csv":
+        _check_csv_records(data)
     try:
         if fmt == "csv":
             df = pd.read_csv(io.BytesIO(data), encoding="utf-8", dtype={"flight_date": str})
@@ -233,3 +235,36 @@ def parse_upload(fmt: str, data: bytes) -> pd.DataFrame:
     if df.empty:
         raise ValueError(f"no_rows: the file has a header ({len(df.columns)} columns) but no rows")
     return df
+
+
+def _check_csv_records(data: bytes) -> None:
+    """Refuse a CSV with a record shorter than its header: pandas would silently fill the missing fields with
+    nulls, so a file cut off mid-row (or rows missing fields) would pass as data. Longer records already
+    make pandas fail (``unreadable_file``)."""
+    import csv
+    import io
+
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not_utf8: {exc}") from None
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader, [])
+        short = None
+        for record in reader:
+            if record and len(record) < len(header):
+                short = (reader.line_num, len(record))
+                break
+    except csv.Error as exc:
+        raise ValueError(f"unreadable_file: csv.Error: {exc}") from None
+    if short is None:
+        return
+    line, fields = short
+    at_end = next(reader, None) is None and not text.endswith(("\n", "\r"))
+    if at_end:
+        raise ValueError(
+            f"truncated_file: the last record (line {line}) has {fields} of {len(header)} fields and the file "
+            "does not end with a line break: it was cut off"
+        )
+    raise ValueError(f"short_rows: line {line} has {fields} fields, the header has {len(header)}")

@@ -40,6 +40,13 @@ TYPE_LISTS: dict[str, list[str]] = {
 }
 
 
+# The text form every date / datetime column must have after _conform (ISO 8601, as the sources and _conform
+# write them): a type check alone lets any text through ("yesterday" in time_hour broke the weather join).
+ISO_FORMATS: dict[str, str] = {
+    "date": r"^\d{4}-\d{2}-\d{2}$",
+    "datetime": r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?$",
+}
+
 RESULT_FORMAT = {"result_format": "COMPLETE", "partial_unexpected_count": 0}
 
 
@@ -164,15 +171,24 @@ def suite_for(
             "schema: exactly the declared columns",
         )
     ]
-    out += [
-        (
-            "expect_column_values_to_be_in_type_list",
-            {"column": c, "type_list": TYPE_LISTS[t]},
-            "critical",
-            f"schema: {t}",
+    for c, t in cols.items():
+        out.append(
+            (
+                "expect_column_values_to_be_in_type_list",
+                {"column": c, "type_list": TYPE_LISTS[t]},
+                "critical",
+                f"schema: {t}",
+            )
         )
-        for c, t in cols.items()
-    ]
+        if t in ISO_FORMATS:
+            out.append(
+                (
+                    "expect_column_values_to_match_regex",
+                    {"column": c, "regex": ISO_FORMATS[t]},
+                    "critical",
+                    f"schema: ISO 8601 {t}",
+                )
+            )
     out += [
         (e.type, expectation_kwargs(e, interval, reference), e.severity.value, e.description)
         for e in spec.validation.expectations
@@ -381,7 +397,7 @@ def validate_batch(
         mask = df.index.isin(list(row_reasons))
         q = df[mask].copy()
         q["_reasons"] = [json.dumps(sorted(set(row_reasons[i]))) for i in q.index]
-        valid[table] = df[~mask].reset_index(drop=True)
+        valid[table] = _restore_ints(df[~mask].reset_index(drop=True), spec.source.tables[table].columns)
         quarantined[table] = q.reset_index(drop=True)
     report = ValidationReport(spec.name, partition, outcomes, rows_in)
     if report.critical_failures:  # nothing of a rejected batch may be published, not even by another caller
@@ -392,6 +408,19 @@ def validate_batch(
         report.rows_valid = {t: len(v) for t, v in valid.items()}
         report.rows_quarantined = {t: len(q) for t, q in quarantined.items() if len(q)}
     return SplitResult(report, valid, quarantined)
+
+
+def _restore_ints(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
+    """Give declared int columns back their int dtype once the rows with nulls are quarantined (a null
+    makes pandas read the column as float), so every validated partition has the same schema."""
+    import numpy as np
+
+    for c, t in columns.items():
+        if t == "int" and c in df.columns and df[c].dtype == "float64" and df[c].notna().all():
+            values = df[c].to_numpy()
+            if np.array_equal(values, np.round(values)):
+                df[c] = values.astype("int64")
+    return df
 
 
 def docs_tempdir() -> str:

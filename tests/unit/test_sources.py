@@ -171,6 +171,26 @@ def test_truncated_parquet_is_unreadable(real_rows):
         parse_upload("parquet", data[: len(data) // 2])
 
 
+@pytest.mark.parametrize("cut", [1, 40], ids=["after-first-field", "mid-row"])
+def test_csv_cut_off_mid_record_is_truncated(real_rows, cut):
+    text = real_rows.to_csv(index=False).encode()
+    last_row_start = text.rstrip(b"\n").rfind(b"\n") + 1
+    with pytest.raises(ValueError, match=r"^truncated_file: the last record \(line 51\) has \d+ of 20 fields"):
+        parse_upload("csv", text[: last_row_start + cut])
+
+
+def test_csv_with_a_short_record_inside_is_refused(real_rows):
+    lines = real_rows.to_csv(index=False).splitlines(keepends=True)
+    lines[10] = ",".join(lines[10].split(",")[:12]) + "\n"  # fields 13-20 of one row missing
+    with pytest.raises(ValueError, match=r"^short_rows: line 11 has 12 fields, the header has 20"):
+        parse_upload("csv", "".join(lines).encode())
+
+
+def test_csv_without_a_final_line_break_but_complete_is_read(real_rows):
+    df = parse_upload("csv", real_rows.to_csv(index=False).rstrip("\n").encode())
+    pd.testing.assert_frame_equal(df, real_rows)
+
+
 def test_parquet_without_rows_is_refused(real_rows):
     with pytest.raises(ValueError, match=r"^no_rows: .*20 columns"):
         parse_upload("parquet", _parquet(real_rows.head(0)))

@@ -48,8 +48,11 @@ def failures(report: ValidationReport) -> list[tuple[str, str, str, str]]:
 
 
 def suite_size(spec, table: str) -> int:
-    """Outcomes one table yields: the column-set check, one type check per column, the spec's expectations."""
-    return 1 + len(spec.source.tables[table].columns) + sum(e.table == table for e in spec.validation.expectations)
+    """Outcomes one table yields: the column-set check, one type check per column, one ISO-format check per
+    date/datetime column, the spec's expectations."""
+    cols = spec.source.tables[table].columns
+    iso = sum(t in ("date", "datetime") for t in cols.values())
+    return 1 + len(cols) + iso + sum(e.table == table for e in spec.validation.expectations)
 
 
 def reasons(quarantined: pd.DataFrame) -> list[list[str]]:
@@ -400,6 +403,30 @@ def test_null_in_int_key_column_quarantines_only_those_rows(spec, reference, bat
     r = validate(spec, batch, reference).report
     assert r.status == "warning", r.summary()
     assert r.rows_quarantined == {"flights": 2}
+
+
+def test_valid_rows_get_the_declared_int_dtype_back_once_null_rows_are_quarantined(spec, reference, batch):
+    batch["flights"].loc[[3, 4], "flight"] = None  # the column reads as float64, as from a CSV with blanks
+    split = validate(spec, batch, reference)
+    assert split.valid["flights"]["flight"].dtype == "int64"
+    assert split.valid["flights"]["flight"].tolist() == batch["flights"]["flight"].drop([3, 4]).astype(int).tolist()
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "value"),
+    [
+        pytest.param("flights", "time_hour", "yesterday", id="flights-time_hour-text"),
+        pytest.param("flights", "time_hour", "2013-01-15T1", id="flights-time_hour-cut-off"),
+        pytest.param("weather", "time_hour", "15/01/2013 06:00", id="weather-time_hour-not-iso"),
+        pytest.param("flights", "flight_date", "2013-1-15", id="flights-flight_date-not-iso"),
+    ],
+)
+def test_date_and_datetime_text_must_be_iso(spec, reference, batch, table, column, value):
+    batch[table].loc[[0, 1], column] = value
+    r = validate(spec, batch, reference).report
+    assert r.status == "failed"
+    failed = next(o for o in r.critical_failures if o.expectation == "expect_column_values_to_match_regex")
+    assert (failed.table, failed.target, failed.unexpected_count) == (table, column, 2)
 
 
 def test_expectation_on_a_missing_column_reports_its_error(schema_results):
