@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import state
+from tests.e2e.conftest import module_mlflow, state
 
-__all__ = ["day_range", "own_lake", "state", "task_states", "write_validated", "zone_snapshot"]
+# module_mlflow (a fresh MLflow DB per module) is the e2e fixture, re-exported for this folder
+__all__ = ["day_range", "module_mlflow", "own_lake", "state", "task_states", "write_validated", "zone_snapshot"]
 
 
 def day_range(first: str, last: str) -> list[str]:
