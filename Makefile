@@ -7,7 +7,7 @@ VENV ?= $(CURDIR)/.venv
 ENV := export MLOPS_VENV=$(VENV); . scripts/env.sh &&
 STAMP := $(VENV)/.lock-installed
 
-.PHONY: help setup lock init seed demo up test test-integration lint format bench clean
+.PHONY: help setup lock init seed demo up test test-integration lint format bench clean reliability security
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -41,6 +41,13 @@ test: setup ## run the test suite (unit, dags, e2e); needs no services
 
 test-integration: setup ## production topology natively: Postgres + Redis + 2 Celery workers + MLflow server (~5 min)
 	@$(ENV) bash scripts/test.sh tests/integration -m integration
+
+reliability: setup ## the whole reliability suite incl. the slow part: SIGKILL loops, MLflow outage (~5 min)
+	@$(ENV) bash scripts/test.sh tests/reliability -m "reliability or slow_reliability"
+
+security: setup ## bandit + secret scan (both in CI) + pip-audit where its service answers (docs/security.md)
+	@$(ENV) bandit -q -c pyproject.toml -r include dags plugins scripts -b docs/bandit-baseline.json \
+		&& python scripts/secret_scan.py && python scripts/pip_audit.py
 
 lint: setup ## ruff lint + format check
 	@$(ENV) ruff check . && ruff format --check .
