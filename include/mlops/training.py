@@ -393,7 +393,8 @@ def git_sha() -> str:
     return "unknown"
 
 
-def _ensure_experiment(client: Any, name: str, location: str | None) -> str:
+def ensure_experiment(client: Any, name: str, location: str | None) -> str:
+    """The id of experiment ``name`` (created with ``location`` if missing, restored if deleted; race-safe)."""
     from mlflow.exceptions import MlflowException
 
     exp = client.get_experiment_by_name(name)
@@ -541,7 +542,7 @@ def train_candidates(
     split = {n: _split_info(d, spec) for n, d in parts.items()}
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    exp_id = _ensure_experiment(client, experiment, artifact_location(tracking_uri, experiment, artifact_root))
+    exp_id = ensure_experiment(client, experiment, artifact_location(tracking_uri, experiment, artifact_root))
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     run_tags = {
@@ -682,12 +683,13 @@ def plan_training(
     *,
     window_end: date | str | None = None,
     window_days: int | None = None,
-    force: bool = False,
+    force: bool | str = False,
     last_end: date | None = None,
 ) -> dict[str, Any]:
     """Decide the training window (the ``window_days`` validated days ending at ``window_end``, default the
-    latest validated day) and whether training is due: forced, never trained, or at least
-    ``cadence_days`` new validated days since the last trained window. Returns a JSON-serialisable plan."""
+    latest validated day) and whether training is due: forced (``force`` may be the reason, e.g. a monitor's
+    retrain request), never trained, or at least ``cadence_days`` new validated days since the last trained
+    window. Returns a JSON-serialisable plan."""
     days = sorted(date.fromisoformat(p.split("=", 1)[1]) for p in lake.partitions("validated", spec.name))
     if not days:
         return {"due": False, "reason": "no validated partitions yet"}
@@ -700,7 +702,7 @@ def plan_training(
     if len(have) < needed:
         return plan | {"due": False, "reason": f"only {len(have)} validated days in {start}..{end}; need {needed}"}
     if force:
-        return plan | {"due": True, "reason": "manual run"}
+        return plan | {"due": True, "reason": force if isinstance(force, str) else "manual run"}
     if last_end is None:
         return plan | {"due": True, "reason": "no model trained yet"}
     new_days = len([d for d in days if d > last_end])

@@ -141,3 +141,31 @@ def test_no_approval_step_by_default(dagbag):
     dag = dagbag.dags["flights_train"]
     assert "approve" not in dag.task_ids
     assert dag.get_task("decide").downstream_task_ids == {"promote", "reject"}
+
+
+def _uris(condition) -> set[str]:
+    """The Asset URIs of a schedule condition (an Asset, or AssetAny / AssetAll of them)."""
+    if hasattr(condition, "objects"):
+        return set().union(*(_uris(c) for c in condition.objects))
+    return {condition.uri}
+
+
+def test_asset_wiring(dagbag):
+    """Every Asset a DAG is scheduled on is emitted by some task, and the lifecycle is closed: ingest ->
+    validated -> score / train; monitor -> retrain -> train; train -> champion."""
+    produced: dict[str, set[str]] = {}
+    consumed: dict[str, set[str]] = {}
+    for dag_id, dag in dagbag.dags.items():
+        condition = getattr(dag.timetable, "asset_condition", None)
+        if condition is not None:
+            consumed[dag_id] = _uris(condition)
+        for task in dag.tasks:
+            for outlet in task.outlets:
+                produced.setdefault(outlet.uri, set()).add(f"{dag_id}.{task.task_id}")
+    for dag_id, uris in consumed.items():
+        for uri in uris:
+            assert uri in produced, f"{dag_id} is scheduled on {uri}, which no task emits"
+    assert consumed["flights_train"] == {"mlops://validated/flights", "mlops://retrain/flights"}
+    assert consumed["flights_score"] == {"mlops://validated/flights"}
+    assert produced["mlops://retrain/flights"] == {"flights_monitor.request_retrain"}
+    assert produced["mlops://model/flights/champion"] == {"flights_train.promote", "flights_rollback.rollback"}

@@ -16,18 +16,24 @@ JAN_END = date(2013, 1, 24)
 @pytest.fixture(scope="session")
 def validated_january(nyc, spec):
     """Real rows of Jan 1-24 in the validated zone (ingestion itself is covered by test_ingest_dag)."""
-    from include.mlops.ingest import REFERENCE_PARTITION
     from include.mlops.storage import Lake
 
-    lake = Lake()
-    day = date(2013, 1, 1)
-    while day <= JAN_END:
-        tables = {}
-        for t in ("flights", "weather"):
-            rows = nyc[t][nyc[t]["flight_date"] == day.isoformat()].reset_index(drop=True)
-            tables[t] = rows[list(spec.source.tables[t].columns)]
-        lake.write_partition("validated", "flights", f"date={day}", tables, source="test")
-        day += timedelta(days=1)
+    return write_validated(Lake(), nyc, spec, [(date(2013, 1, 1), JAN_END)])
+
+
+def write_validated(lake, nyc, spec, spans):
+    """Real rows of each [first, last] day span in the validated zone, plus the reference tables."""
+    from include.mlops.ingest import REFERENCE_PARTITION
+
+    for first, last in spans:
+        day = date.fromisoformat(str(first))
+        while day <= date.fromisoformat(str(last)):
+            tables = {}
+            for t in ("flights", "weather"):
+                rows = nyc[t][nyc[t]["flight_date"] == day.isoformat()].reset_index(drop=True)
+                tables[t] = rows[list(spec.source.tables[t].columns)]
+            lake.write_partition("validated", "flights", f"date={day}", tables, source="test")
+            day += timedelta(days=1)
     ref = {"airlines": nyc["airlines"], "airports": nyc["airports"], "planes": nyc["planes"]}
     lake.write_partition("reference", "flights", REFERENCE_PARTITION, ref, source="test")
     return lake

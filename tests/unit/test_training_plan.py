@@ -37,12 +37,19 @@ def test_too_few_days_is_not_due_even_when_forced(lake, spec):
 
 
 @pytest.mark.parametrize(
-    ("last_end", "due"),
-    [(None, True), (date(2013, 1, 23), True), (date(2013, 1, 24), False), (date(2013, 1, 29), False)],
+    ("days_since", "due"),
+    [(None, True), (7, True), (6, False), (1, False)],
 )
-def test_cadence(lake, spec, last_end, due):
-    p = plan_training(spec, lake, window_days=20, last_end=last_end)
+def test_cadence(lake, spec, days_since, due):
+    weekly = spec.model_copy(update={"training": spec.training.model_copy(update={"cadence_days": 7})})
+    last_end = None if days_since is None else date(2013, 1, 30) - timedelta(days=days_since)
+    p = plan_training(weekly, lake, window_days=20, last_end=last_end)
     assert p["due"] is due, p["reason"]
+
+
+def test_forced_with_a_reason(lake, spec):
+    p = plan_training(spec, lake, window_days=20, last_end=date(2013, 1, 29), force="retrain requested: brier_rise")
+    assert (p["due"], p["reason"]) == (True, "retrain requested: brier_rise")
 
 
 def test_empty_lake(tmp_path, spec):

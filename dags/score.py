@@ -1,0 +1,91 @@
+"""
+### `<dataset>_score` — batch scoring with the champion
+
+Built once per dataset spec in `include/config/` (the flights spec gives `flights_score`).
+
+Scheduled on the `validated/<dataset>` Asset: every validated day published by `<dataset>_ingest` is scored
+with the registered model's `champion` alias (`models:/<dataset>@champion`). When several validated events
+queue behind one run, every day they name (the event's `partition`) is scored, each once. Features are built
+by the same code as training (`features.features_for_dates`), so scoring cannot skew from training.
+
+Each day lands in `predictions/<dataset>/date=…` of the lake: entity keys, `probability`, `prediction` (0/1
+at the version's tuned `threshold`) and `model_version`; outcomes are joined later by the monitor from the
+validated zone. A run then emits the `predictions/<dataset>` Asset event.
+
+Before the first promotion there is no champion: a scheduled run is **skipped** with that reason (the days
+can be scored later by hand); a manual run with a `date` fails with it.
+**Manual:** trigger with `date` (YYYY-MM-DD) to (re)score one validated day.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param, dag, task
+
+from include.mlops.airflow_adapter import asset, dag_dates, default_args
+from include.mlops.config import DatasetSpec, load_spec_file, spec_paths
+
+
+def build(spec: DatasetSpec):
+    validated = asset("validated", spec.name)
+    predictions = asset("predictions", spec.name)
+
+    @dag(
+        dag_id=f"{spec.name}_score",
+        description=f"Score validated {spec.name} days with the champion; write predictions to the lake",
+        doc_md=__doc__,
+        schedule=[validated],
+        start_date=dag_dates(spec.time)["start_date"],
+        catchup=False,
+        max_active_runs=4,
+        default_args=default_args(spec.owner),
+        tags=["mlops", spec.name, "score"],
+        params={
+            "date": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                title="Day (optional)",
+                description="Validated day (YYYY-MM-DD) to score; default: the days named by the triggering "
+                "validated-Asset events (a manual run without it scores its logical day).",
+            ),
+        },
+    )
+    def score_dag():
+        @task(outlets=[predictions])
+        def score(params=None, outlet_events=None, **context) -> list[dict]:
+            """Score each validated day of the run with the champion; emit the predictions Asset event."""
+            from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+            from include.mlops import scoring
+            from include.mlops.airflow_adapter import run_interval
+            from include.mlops.storage import Lake
+
+            events = (context.get("triggering_asset_events") or {}).get(validated, [])
+            manual = params.get("date") or not events
+            days = scoring.partitions_to_score(
+                [e.extra for e in events], params.get("date"), run_interval(context)[0] if manual else None
+            )
+            try:
+                results = [scoring.score_partition(spec, Lake(), d, run_id=context["run_id"]) for d in days]
+            except scoring.NoChampionError as exc:
+                if params.get("date"):
+                    raise AirflowFailException(str(exc)) from None
+                raise AirflowSkipException(f"nothing scored: {exc}") from None
+            except scoring.ScoringError as exc:
+                raise AirflowFailException(str(exc)) from None
+            for r in results:
+                print(f"{r['partition']}: {r['rows']} flights, {r['positives']} predicted late (v{r['model_version']})")
+            outlet_events[predictions].extra = {
+                "partitions": [r["partition"] for r in results],
+                "model_version": results[-1]["model_version"] if results else None,
+            }
+            return results
+
+        score()
+
+    return score_dag()
+
+
+for _path in spec_paths():
+    _spec = load_spec_file(_path)
+    globals()[f"{_spec.name}_score"] = build(_spec)

@@ -1,0 +1,720 @@
+"""Monitoring: Evidently drift and delayed-label performance of the champion, and the retrain policy.
+
+:func:`run_monitor` compares the recent window (``monitoring.window_days`` validated days ending at a day) with
+the champion's reference sample (logged at training: training rows with the model's ``prediction``):
+
+- **data drift** — Evidently ``DataDriftPreset`` per feature, with fixed methods (normed Wasserstein for
+  numeric, Jensen-Shannon for categorical columns, threshold 0.1) so scores mean the same at any window size;
+  the share of drifted columns is recorded and shown, **never** acted upon: on the real 2013 data it is
+  47-82 % on every week, the champion's own test week included (weather and delay rates are autocorrelated).
+- **importance-weighted drift** — the share of the champion's permutation importance (``feature_importance.json``
+  of its training run; uniform when absent) held by *materially* drifted columns: numeric columns moved by at
+  least ``material_numeric_drift`` reference standard deviations, categorical ones by a Jensen-Shannon distance
+  of at least ``material_categorical_drift``. A weather column the model barely uses moving does not count; the
+  destination mix of a model that leans on ``dest`` does.
+- **prediction drift** — the Wasserstein-1 distance between the recent and reference predicted probabilities,
+  in probability units (also PSI over reference deciles and the mean prediction, for people).
+- **delayed-label quality** — ROC AUC and Brier of the champion on the window's labelled flights (labels joined
+  from the validated zone; cancelled flights have none), computed by :func:`training.binary_metrics`, the same
+  function that produced the champion's ``test_*`` metrics at training, against which they are compared.
+
+Results go to ``reports/drift/<dataset>/date=<day>/`` (Evidently HTML + JSON, ``monitor.json``), to an MLflow
+run in experiment ``<dataset>-monitoring`` and, for a local lake, to the Evidently workspace ``<root>/evidently``
+(``evidently ui --workspace <root>/evidently`` shows the history).
+
+:func:`decide` is the policy, a pure function: a retrain is requested when the champion's recent ROC AUC dropped
+or its Brier rose by the spec's limits against its own test metrics, or prediction drift or importance-weighted
+drift exceeds its limit; at most once per ``retrain_debounce_days`` and never while a training run is in progress.
+Every decision is recorded with its reasons (:func:`record_decision`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from include.mlops.config import DatasetSpec
+from include.mlops.training import (
+    PREDICTION_COLUMN,
+    artifact_location,
+    binary_metrics,
+    default_tracking_uri,
+    ensure_experiment,
+)
+
+if TYPE_CHECKING:
+    from include.mlops.storage import Lake
+
+Verdict = Literal["pass", "fail", "skip", "info"]
+TRIGGERS = ("roc_auc_drop", "brier_rise", "prediction_drift", "weighted_drift")
+DRIFT_METHODS = {"numeric": "wasserstein", "categorical": "jensenshannon"}
+COLUMN_DRIFT_THRESHOLD = 0.1  # Evidently's default for both methods: what "drifted" means in the report
+PSI_BINS = 10
+_MAX_TAG = 5000
+_CACHE: dict[tuple[str, str], Any] = {}  # (tracking URI, artifact URI) -> reference frame / importance
+
+
+class MonitoringError(RuntimeError):
+    """Monitoring cannot run: no validated days in the window, no reference sample for the champion."""
+
+
+# -- results -------------------------------------------------------------------------------------------
+@dataclass
+class MonitorResult:
+    """One monitoring run: the window, the champion, every metric, per-column drift and where things went."""
+
+    dataset: str
+    end_day: str
+    window_start: str
+    window_end: str
+    days: list[str]
+    model_version: str | None
+    metrics: dict[str, Any]
+    columns: dict[str, dict[str, Any]]
+    importance_source: str
+    served: dict[str, Any]
+    uris: dict[str, str] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+    evidently_run_id: str | None = None
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    def as_dict(self) -> dict[str, Any]:
+        """A plain, JSON-serialisable dict (for XCom and monitor.json)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One policy check: its value, limit and verdict (``fail`` = the trigger fired)."""
+
+    name: str
+    value: float | None
+    threshold: float | None
+    verdict: Verdict
+    detail: str = ""
+
+
+@dataclass
+class Decision:
+    """What the policy decided for a day and why: ``retrain`` (request one now), ``alert`` (a trigger fired,
+    whether or not a retrain could be requested), the named ``reasons`` and every check."""
+
+    retrain: bool
+    reasons: list[str]
+    alert: bool
+    day: str = ""
+    triggers: list[str] = field(default_factory=list)
+    blocked_by: str | None = None  # "training_running" | "debounce" when a trigger fired but no request is made
+    checks: list[Check] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- the policy (pure) ---------------------------------------------------------------------------------
+def _as_date(d: date | str) -> date:
+    return d if isinstance(d, date) else date.fromisoformat(str(d)[:10])
+
+
+def _num(metrics: Mapping[str, Any], key: str) -> float | None:
+    v = metrics.get(key)
+    if v is None:
+        return None
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+def _f(v: float | None, digits: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _days(n: int) -> str:
+    return f"{n} day" if n == 1 else f"{n} days"
+
+
+def _perf_check(name: str, metrics: Mapping[str, Any], limit: float, min_rows: int, what: str) -> Check:
+    value = _num(metrics, name)
+    rows = int(metrics.get("labelled_rows") or 0)
+    recent, base = _num(metrics, what), _num(metrics, f"baseline_{what}")
+    if value is None or base is None:
+        why = "no baseline metric on the champion" if base is None else "the window's labels cannot score it"
+        return Check(name, value, limit, "skip", f"not measured: {why}")
+    if rows < min_rows:
+        return Check(name, value, limit, "skip", f"only {rows} labelled rows (< {min_rows}): too few to judge")
+    verdict: Verdict = "fail" if value >= limit else "pass"
+    label = "ROC AUC" if what == "roc_auc" else "Brier"
+    detail = f"recent {label} {_f(recent)} vs {_f(base)} at training ({rows:,} labelled rows)"
+    return Check(name, value, limit, verdict, detail)
+
+
+def _drift_check(name: str, value: float | None, limit: float, detail: str) -> Check:
+    if value is None:
+        return Check(name, None, limit, "skip", "not measured")
+    return Check(name, value, limit, "fail" if value > limit else "pass", detail)
+
+
+def policy_checks(spec: DatasetSpec, metrics: Mapping[str, Any]) -> list[Check]:
+    """Every check of the policy on one monitoring run's metrics (no history, no side effects)."""
+    m = spec.monitoring
+    drifted = metrics.get("material_columns") or []
+    share = _num(metrics, "drift_share")
+    return [
+        _perf_check("roc_auc_drop", metrics, m.max_roc_auc_drop, m.min_labelled_rows, "roc_auc"),
+        _perf_check("brier_rise", metrics, m.max_brier_rise, m.min_labelled_rows, "brier"),
+        _drift_check(
+            "prediction_drift",
+            _num(metrics, "prediction_drift"),
+            m.max_prediction_drift,
+            f"Wasserstein distance of predicted probabilities; mean {_f(_num(metrics, 'mean_prediction'))} "
+            f"vs {_f(_num(metrics, 'reference_mean_prediction'))} in the reference",
+        ),
+        _drift_check(
+            "weighted_drift",
+            _num(metrics, "weighted_drift"),
+            m.max_weighted_drift,
+            "share of the champion's feature importance in materially drifted columns"
+            + (f" ({', '.join(drifted)})" if drifted else ""),
+        ),
+        Check(
+            "drift_share",
+            share,
+            m.max_drift_share,
+            "info",
+            "share of columns Evidently flags as drifted: recorded, never a trigger (a week of weather is always "
+            "'drifted' against a season)",
+        ),
+    ]
+
+
+def decide(
+    spec: DatasetSpec,
+    metrics: Mapping[str, Any],
+    history: Sequence[Mapping[str, Any]],
+    *,
+    day: date | str | None = None,
+    training_running: bool = False,
+) -> Decision:
+    """The retrain policy. ``metrics``: a :class:`MonitorResult`'s ``metrics``; ``history``: earlier decision
+    records (``{"day", "retrain", …}``); ``day`` defaults to ``metrics["end_day"]``.
+
+    A trigger is ROC AUC drop ≥ ``max_roc_auc_drop`` or Brier rise ≥ ``max_brier_rise`` against the champion's
+    test metrics (with at least ``min_labelled_rows`` labels), prediction drift > ``max_prediction_drift`` or
+    importance-weighted drift > ``max_weighted_drift``; the raw drift share never triggers. Any trigger alerts;
+    a retrain is requested unless a training run is in progress or another request was made less than
+    ``retrain_debounce_days`` days away (decisions of the same day are ignored, so a re-run decides the same).
+    """
+    m = spec.monitoring
+    day = _as_date(day or metrics["end_day"])
+    checks = policy_checks(spec, metrics)
+    fired = [c for c in checks if c.verdict == "fail" and c.name in TRIGGERS]
+    triggers = [c.name for c in fired]
+    reasons = [f"{c.name} {_f(c.value)} beyond {c.threshold}: {c.detail}" for c in fired]
+    if not fired:
+        measured = "; ".join(
+            f"{c.name} {_f(c.value)} (limit {c.threshold})" if c.verdict != "skip" else f"{c.name} skipped ({c.detail})"
+            for c in checks
+            if c.name in TRIGGERS
+        )
+        share = next(c.value for c in checks if c.name == "drift_share")
+        reasons = [f"no trigger: {measured}; drift_share {_f(share, 2)} recorded, not a trigger"]
+        return Decision(False, reasons, False, day.isoformat(), [], None, checks)
+
+    blocked_by = None
+    if training_running:
+        blocked_by = "training_running"
+        reasons.append(f"retrain not requested: a {spec.name}_train run is in progress and will answer this")
+    else:
+        requests = sorted(
+            _as_date(h["day"]) for h in history if h.get("retrain") and h.get("day") and _as_date(h["day"]) != day
+        )
+        near = [d for d in requests if abs((day - d).days) < m.retrain_debounce_days]
+        if near:
+            last = min(near, key=lambda d: abs((day - d).days))
+            blocked_by = "debounce"
+            reasons.append(
+                f"retrain not requested: debounced, a retrain was requested for {last} "
+                f"({_days(abs((day - last).days))} away; at most one per {_days(m.retrain_debounce_days)})"
+            )
+    return Decision(blocked_by is None, reasons, True, day.isoformat(), triggers, blocked_by, checks)
+
+
+# -- measurements (no I/O) -----------------------------------------------------------------------------
+def importance_weights(spec: DatasetSpec, importance: Mapping[str, float] | None) -> tuple[dict[str, float], str]:
+    """Non-negative weights summing to 1 over the spec's features, from permutation importance (negative
+    importance is noise: weight 0); uniform when no importance is available or all of it is zero."""
+    names = spec.feature_names
+    raw = {n: max(float((importance or {}).get(n, 0.0) or 0.0), 0.0) for n in names}
+    total = sum(raw.values())
+    if not importance or total <= 0:
+        return {n: 1.0 / len(names) for n in names}, "uniform"
+    return {n: v / total for n, v in raw.items()}, "feature_importance.json"
+
+
+def psi(reference: np.ndarray, current: np.ndarray, bins: int = PSI_BINS) -> float:
+    """Population stability index of ``current`` against ``reference`` over the reference's quantile bins."""
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
+    if len(edges) < 2:
+        return 0.0
+    edges[0], edges[-1] = -np.inf, np.inf
+    r = np.clip(np.histogram(reference, edges)[0] / len(reference), 1e-4, None)
+    c = np.clip(np.histogram(current, edges)[0] / max(len(current), 1), 1e-4, None)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def drift_report(
+    spec: DatasetSpec,
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    *,
+    timestamp: datetime | None = None,
+    metadata: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
+) -> Any:
+    """The Evidently snapshot: DataDriftPreset over the spec's features plus the drift of the prediction column."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
+    cols = [*spec.feature_names, PREDICTION_COLUMN]
+    definition = DataDefinition(
+        numerical_columns=[*spec.numeric_features, PREDICTION_COLUMN], categorical_columns=spec.categorical_features
+    )
+    report = Report(
+        [
+            DataDriftPreset(
+                columns=spec.feature_names,
+                drift_share=spec.monitoring.max_drift_share,
+                num_method=DRIFT_METHODS["numeric"],
+                cat_method=DRIFT_METHODS["categorical"],
+                threshold=COLUMN_DRIFT_THRESHOLD,
+            ),
+            ValueDrift(column=PREDICTION_COLUMN, method=DRIFT_METHODS["numeric"], threshold=COLUMN_DRIFT_THRESHOLD),
+        ],
+        include_tests=True,
+        metadata={k: str(v) for k, v in (metadata or {}).items()},
+        tags=tags or [],
+    )
+    return report.run(
+        Dataset.from_pandas(current[cols].reset_index(drop=True), data_definition=definition),
+        Dataset.from_pandas(reference[cols].reset_index(drop=True), data_definition=definition),
+        timestamp=timestamp,
+    )
+
+
+def column_drift(spec: DatasetSpec, snapshot: Any, weights: Mapping[str, float]) -> tuple[dict[str, Any], float]:
+    """Per feature: method, score, whether Evidently flags it, whether it drifted materially and its weight;
+    and the share of drifted columns."""
+    d = snapshot.dict()
+    m = spec.monitoring
+    cats = set(spec.categorical_features)
+    share = 0.0
+    out: dict[str, dict[str, Any]] = {}
+    for metric in d["metrics"]:
+        cfg = metric.get("config", {})
+        kind = cfg.get("type", "")
+        if kind.endswith("DriftedColumnsCount"):
+            share = float(metric["value"]["share"])
+        elif kind.endswith("ValueDrift") and cfg.get("column") in weights:
+            col, score = cfg["column"], float(metric["value"])
+            material = score >= (m.material_categorical_drift if col in cats else m.material_numeric_drift)
+            out[col] = {
+                "method": cfg.get("method"),
+                "score": round(score, 6),
+                "drifted": bool(score >= float(cfg.get("threshold") or COLUMN_DRIFT_THRESHOLD)),
+                "material": bool(material),
+                "weight": round(float(weights[col]), 6),
+            }
+    return out, share
+
+
+def window_metrics(
+    spec: DatasetSpec,
+    frame: pd.DataFrame,
+    p: np.ndarray,
+    reference: pd.DataFrame,
+    *,
+    threshold: float,
+    baseline: Mapping[str, float | None],
+    columns: Mapping[str, Mapping[str, Any]],
+    drift_share: float,
+) -> dict[str, Any]:
+    """The flat metrics the policy reads: quality on labelled rows vs the baseline, prediction drift, drift."""
+    from scipy.stats import wasserstein_distance
+
+    label = spec.label.name
+    known = frame[label].notna().to_numpy() if label in frame.columns else np.zeros(len(frame), dtype=bool)
+    y = frame[label].to_numpy()[known].astype(int) if known.any() else np.array([], dtype=int)
+    ref_p = reference[PREDICTION_COLUMN].to_numpy(dtype="float64")
+    out: dict[str, Any] = {
+        "rows": len(frame),
+        "labelled_rows": int(known.sum()),
+        "positive_rate": float(y.mean()) if len(y) else None,
+        "mean_prediction": float(p.mean()) if len(p) else None,
+        "reference_mean_prediction": float(ref_p.mean()),
+        "prediction_drift": float(wasserstein_distance(ref_p, p)) if len(p) else None,
+        "prediction_psi": psi(ref_p, p) if len(p) else None,
+        "drift_share": drift_share,
+        "drifted_columns": sum(1 for c in columns.values() if c["drifted"]),
+        "weighted_drift": float(sum(c["weight"] for c in columns.values() if c["material"])),
+        # the materially drifted columns that carry weight, heaviest first (they make up weighted_drift)
+        "material_columns": sorted(
+            (c for c, v in columns.items() if v["material"] and v["weight"] > 0), key=lambda c: -columns[c]["weight"]
+        ),
+        "baseline_roc_auc": baseline.get("roc_auc"),
+        "baseline_brier": baseline.get("brier"),
+    }
+    quality = binary_metrics(y, p[known], threshold) if len(np.unique(y)) == 2 else {}
+    for k in ("roc_auc", "brier", "pr_auc", "log_loss"):
+        out[k] = quality.get(k)
+    out["calibration_gap"] = (
+        out["mean_prediction"] - out["positive_rate"] if known.any() and out["mean_prediction"] is not None else None
+    )
+    if out["roc_auc"] is not None and out["baseline_roc_auc"] is not None:
+        out["roc_auc_drop"] = out["baseline_roc_auc"] - out["roc_auc"]
+    else:
+        out["roc_auc_drop"] = None
+    if out["brier"] is not None and out["baseline_brier"] is not None:
+        out["brier_rise"] = out["brier"] - out["baseline_brier"]
+    else:
+        out["brier_rise"] = None
+    return out
+
+
+# -- the champion's reference and importance -------------------------------------------------------------
+def _cached_artifact(tracking_uri: str, artifact_uri: str, read: Any) -> Any:
+    import tempfile
+
+    import mlflow.artifacts
+
+    key = (tracking_uri, artifact_uri)
+    if key not in _CACHE:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=artifact_uri, dst_path=tmp, tracking_uri=tracking_uri
+            )
+            _CACHE[key] = read(local)
+    return _CACHE[key]
+
+
+def champion_baseline(spec: DatasetSpec, version: str, tracking_uri: str) -> dict[str, Any]:
+    """The version's reference sample, feature importance and test metrics at training."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    mv = client.get_model_version(spec.name, version)
+    tags = mv.tags or {}
+    ref_uri = tags.get("reference_uri")
+    if not ref_uri:
+        raise MonitoringError(f"{spec.name} v{version} has no reference_uri tag: it was not trained by training.py")
+    reference = _cached_artifact(tracking_uri, ref_uri, pd.read_parquet)
+    missing = [c for c in [*spec.feature_names, PREDICTION_COLUMN] if c not in reference.columns]
+    if missing:
+        raise MonitoringError(f"the reference sample of {spec.name} v{version} lacks columns {missing}")
+    try:
+        importance = _cached_artifact(
+            tracking_uri, f"runs:/{mv.run_id}/feature_importance.json", lambda p: json.loads(Path(p).read_text())
+        )
+    except (MlflowException, OSError):
+        importance = None
+
+    def tag(name: str) -> float | None:
+        try:
+            return float(tags[name])
+        except (KeyError, ValueError):
+            return None
+
+    return {
+        "reference": reference,
+        "importance": importance,
+        "baseline": {"roc_auc": tag("test_roc_auc"), "brier": tag("test_brier")},
+        "run_id": mv.run_id,
+    }
+
+
+# -- the monitoring run --------------------------------------------------------------------------------
+def report_dir(spec: DatasetSpec, day: date | str) -> str:
+    """Where a day's drift reports live in the lake."""
+    return f"reports/drift/{spec.name}/date={_as_date(day).isoformat()}"
+
+
+def decisions_dir(spec: DatasetSpec) -> str:
+    return f"reports/drift/{spec.name}/decisions"
+
+
+def monitoring_experiment(spec: DatasetSpec) -> str:
+    return f"{spec.name}-monitoring"
+
+
+def _served(spec: DatasetSpec, lake: Lake, frame: pd.DataFrame, p: np.ndarray, version: str | None) -> dict[str, Any]:
+    """What the predictions zone holds for the window, and whether the champion's stored scores match a fresh
+    scoring of the same rows (a training/serving skew check)."""
+    from include.mlops.scoring import MODEL_VERSION, PROBABILITY, read_predictions
+
+    keys = spec.entity_keys
+    start, end = frame[spec.time.column].min(), frame[spec.time.column].max()
+    stored = read_predictions(spec, lake, start, end)
+    if stored.empty:
+        return {"rows": 0, "versions": [], "compared_rows": 0, "max_abs_diff": None}
+    now = frame[keys].copy()
+    now["_p"] = p
+    both = now.merge(stored, on=keys, how="inner")
+    same = both[both[MODEL_VERSION].astype(str) == str(version)]
+    diff = float(np.max(np.abs(same["_p"] - same[PROBABILITY]))) if len(same) else None
+    return {
+        "rows": len(stored),
+        "versions": sorted(stored[MODEL_VERSION].astype(str).unique().tolist()),
+        "compared_rows": len(same),
+        "max_abs_diff": diff,
+    }
+
+
+def run_monitor(
+    spec: DatasetSpec,
+    lake: Lake,
+    end_day: date | str,
+    *,
+    tracking_uri: str | None = None,
+    window_days: int | None = None,
+    tags: Mapping[str, str] | None = None,
+    workspace: str | None = None,
+) -> MonitorResult:
+    """Monitor the champion on the ``window_days`` (default ``monitoring.window_days``) days ending at
+    ``end_day``: reports to the lake, an MLflow run in ``<dataset>-monitoring``, a snapshot in the Evidently
+    workspace (``workspace``, default ``<lake root>/evidently`` for a local lake). Raises
+    :class:`scoring.NoChampionError` without a champion, :class:`MonitoringError` without data."""
+    from include.mlops import scoring
+    from include.mlops.features import features_for_dates
+
+    t0 = time.perf_counter()
+    uri = tracking_uri or default_tracking_uri()
+    end = _as_date(end_day)
+    n = window_days or spec.monitoring.window_days
+    start = end - timedelta(days=n - 1)
+    lo, hi = f"date={start.isoformat()}", f"date={end.isoformat()}"
+    days = [p.removeprefix("date=") for p in lake.partitions("validated", spec.name) if lo <= p <= hi]
+    if not days:
+        raise MonitoringError(f"no validated {spec.name} days between {start} and {end}: nothing to monitor")
+
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[stage] = round(now - clock, 3)
+        clock = now
+
+    model = scoring.load_model(spec, tracking_uri=uri)
+    base = champion_baseline(spec, model.version, uri)
+    lap("champion")
+    frame = features_for_dates(lake, spec, start, end)
+    lap("features")
+    p = scoring.predict(model, frame)
+    current = frame.assign(**{PREDICTION_COLUMN: p})
+    lap("score")
+    weights, source = importance_weights(spec, base["importance"])
+    snapshot = drift_report(
+        spec,
+        current,
+        base["reference"],
+        timestamp=datetime(end.year, end.month, end.day, tzinfo=UTC),
+        metadata={"dataset": spec.name, "model_version": model.version, "window": f"{start}..{end}"},
+        tags=[spec.name, f"v{model.version}"],
+    )
+    columns, share = column_drift(spec, snapshot, weights)
+    lap("evidently")
+    metrics = window_metrics(
+        spec,
+        frame,
+        p,
+        base["reference"],
+        threshold=model.threshold,
+        baseline=base["baseline"],
+        columns=columns,
+        drift_share=share,
+    )
+    metrics = {"end_day": end.isoformat(), **metrics}
+    result = MonitorResult(
+        dataset=spec.name,
+        end_day=end.isoformat(),
+        window_start=start.isoformat(),
+        window_end=end.isoformat(),
+        days=days,
+        model_version=model.version,
+        metrics=metrics,
+        columns=columns,
+        importance_source=source,
+        served=_served(spec, lake, frame, p, model.version),
+        timings=timings,
+    )
+    lap("metrics")
+    html = snapshot.get_html_str(as_iframe=False)
+    lap("html")
+    save_reports(spec, lake, result, html=html, evidently_json=snapshot.json())
+    lap("reports")
+    result.mlflow_run_id = log_to_mlflow(spec, result, html, tracking_uri=uri, tags=tags)
+    lap("mlflow")
+    result.evidently_run_id = add_to_workspace(spec, lake, snapshot, result, workspace=workspace)
+    lap("workspace")
+    result.seconds = round(time.perf_counter() - t0, 2)
+    lake.write_json(f"{report_dir(spec, end)}/monitor.json", result.as_dict())
+    return result
+
+
+def save_reports(spec: DatasetSpec, lake: Lake, result: MonitorResult, *, html: str, evidently_json: str) -> None:
+    """Evidently HTML and JSON under ``reports/drift/<dataset>/date=<day>/``; URIs kept in ``result.uris``."""
+    base = report_dir(spec, result.end_day)
+    result.uris = {
+        "html": lake.write_bytes(f"{base}/drift.html", html.encode()),
+        "evidently_json": lake.write_bytes(f"{base}/drift.json", evidently_json.encode()),
+        "monitor_json": lake.uri(lake.path(*base.split("/"), "monitor.json")),
+    }
+
+
+def log_to_mlflow(
+    spec: DatasetSpec,
+    result: MonitorResult,
+    html: str,
+    *,
+    tracking_uri: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> str:
+    """One run in ``<dataset>-monitoring``: numeric metrics, the Evidently HTML and monitor.json, tagged with
+    the model version and window; returns its run id."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    uri = tracking_uri or default_tracking_uri()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = monitoring_experiment(spec)
+    exp_id = ensure_experiment(client, name, artifact_location(uri, name))
+    run_tags = {
+        "dataset": spec.name,
+        "model_version": str(result.model_version),
+        "end_day": result.end_day,
+        "window_start": result.window_start,
+        "window_end": result.window_end,
+        "importance_source": result.importance_source,
+        "report_uri": result.uris.get("html", ""),
+        **{k: str(v) for k, v in (tags or {}).items()},
+    }
+    run = client.create_run(exp_id, run_name=f"monitor-{result.end_day}-v{result.model_version}", tags=run_tags)
+    run_id = run.info.run_id
+    now = int(time.time() * 1000)
+    step = _as_date(result.end_day).toordinal()  # the monitored day: charts across runs follow the replay's clock
+    numeric = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    for col, info in result.columns.items():
+        numeric[f"drift_{col}"] = float(info["score"])
+    metrics = [Metric(k, v, now, step) for k, v in numeric.items() if not math.isnan(v)]
+    client.log_batch(run_id, metrics=metrics)
+    client.log_text(run_id, html, "evidently/drift.html")
+    client.log_dict(run_id, result.as_dict(), "monitor.json")
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def workspace_path(lake: Lake) -> str | None:
+    """``<lake root>/evidently`` for a local lake (the Evidently workspace is a local folder); None otherwise."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    return f"{lake.root}/evidently" if isinstance(lake.fs, LocalFileSystem) else None
+
+
+def add_to_workspace(
+    spec: DatasetSpec, lake: Lake, snapshot: Any, result: MonitorResult, *, workspace: str | None = None
+) -> str | None:
+    """Add the snapshot to project ``<dataset>`` of the Evidently workspace; returns the snapshot id (None when
+    the lake is remote and no ``workspace`` is given: the HTML/JSON reports in the lake still exist)."""
+    from evidently.ui.workspace import Workspace
+
+    path = workspace or workspace_path(lake)
+    if path is None:
+        return None
+    ws = Workspace.create(path)
+    found = list(ws.search_project(spec.name))
+    project = found[0] if found else ws.create_project(spec.name, description=f"Drift of the {spec.name} champion")
+    name = f"{result.end_day} v{result.model_version}"
+    ref = ws.add_run(project.id, snapshot, include_data=False, name=name)
+    return str(getattr(ref, "id", ref))
+
+
+# -- decisions: history and records --------------------------------------------------------------------
+def decision_history(spec: DatasetSpec, lake: Lake) -> list[dict[str, Any]]:
+    """Every recorded decision of the dataset (``reports/drift/<dataset>/decisions/<day>.json``), by day."""
+    base = lake.path(*decisions_dir(spec).split("/"))
+    if not lake.fs.exists(base):
+        return []
+    out = []
+    for path in sorted(lake.fs.glob(f"{base}/*.json")):
+        with lake.fs.open(path, "rb") as f:
+            out.append(json.load(f))
+    return sorted(out, key=lambda d: d.get("day", ""))
+
+
+def record_decision(
+    spec: DatasetSpec,
+    lake: Lake,
+    decision: Decision,
+    monitor: Mapping[str, Any],
+    *,
+    tracking_uri: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the decision (with its reasons and checks) to ``reports/drift/<dataset>/decisions/<day>.json`` and as
+    ``decision.*`` tags on the monitoring run; returns the record."""
+    record = {
+        **decision.as_dict(),
+        "dataset": spec.name,
+        "model_version": monitor.get("model_version"),
+        "window": [monitor.get("window_start"), monitor.get("window_end")],
+        "monitor_uri": (monitor.get("uris") or {}).get("monitor_json"),
+        "report_uri": (monitor.get("uris") or {}).get("html"),
+        "mlflow_run_id": monitor.get("mlflow_run_id"),
+        "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **dict(extra or {}),
+    }
+    record["uri"] = lake.write_json(f"{decisions_dir(spec)}/{decision.day}.json", record)
+    run_id = monitor.get("mlflow_run_id")
+    if run_id:
+        from mlflow import MlflowClient
+
+        uri = tracking_uri or default_tracking_uri()
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        tags = {
+            "decision.retrain": str(decision.retrain).lower(),
+            "decision.alert": str(decision.alert).lower(),
+            "decision.triggers": ",".join(decision.triggers) or "none",
+            "decision.blocked_by": decision.blocked_by or "none",
+            "decision.reasons": " | ".join(decision.reasons)[:_MAX_TAG],
+            "mlflow.note.content": "\n".join(decision.reasons)[:_MAX_TAG],
+        }
+        for k, v in tags.items():
+            client.set_tag(run_id, k, v)
+    return record
+
+
+def decide_and_record(
+    spec: DatasetSpec,
+    lake: Lake,
+    monitor: Mapping[str, Any],
+    *,
+    training_running: bool = False,
+    tracking_uri: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The decide step: the policy over a monitoring result (``MonitorResult.as_dict()``) and the recorded
+    history, recorded in the lake and on the MLflow run; returns the decision record."""
+    history = decision_history(spec, lake)
+    decision = decide(spec, monitor["metrics"], history, day=monitor["end_day"], training_running=training_running)
+    return record_decision(spec, lake, decision, monitor, tracking_uri=tracking_uri, extra=extra)

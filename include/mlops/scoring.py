@@ -1,0 +1,292 @@
+"""Batch scoring: the champion's delay probability for every flight of a validated day, written to the lake.
+
+Features come from :func:`features.features_for_dates`, the code that built the training table, so a flight is
+scored on exactly the values training would have computed for it (point-in-time delay rates included): there
+is no second feature implementation to drift out of step. Every flight of the day is scored, cancelled ones
+included, because at scoring time nobody knows which flights will be cancelled.
+
+``predictions/<dataset>/date=…`` holds the entity keys, ``probability``, ``prediction`` (0/1 at the version's
+``threshold`` tag) and ``model_version``. Labels are deliberately *not* stored: in production a day is scored
+before its flights land, so a label column would be empty or, in the 2013 replay, a leak of the future. The
+monitor joins outcomes later from the validated zone on the entity keys, which also picks up late or corrected
+labels without rewriting what was served. A partition is the record of what the model said, and nothing else.
+
+The loaded model is cached per process by (tracking URI, model, version): a worker scoring day after day
+loads the champion once and again only when the alias moves.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from include.mlops.config import DatasetSpec
+from include.mlops.training import compute_threads, default_tracking_uri
+
+if TYPE_CHECKING:
+    from include.mlops.storage import Lake
+
+CHAMPION = "champion"
+PREDICTIONS_TABLE = "predictions"
+PROBABILITY = "probability"
+PREDICTION = "prediction"
+MODEL_VERSION = "model_version"
+DEFAULT_THRESHOLD = 0.5
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # what MLflow answers for a missing alias/version
+
+_MODELS: dict[tuple[str, str], Any] = {}  # (tracking URI, resolved model URI) -> (model, feature names)
+
+
+class ScoringError(RuntimeError):
+    """Scoring cannot proceed: no validated data for the day, an unknown model version or URI."""
+
+
+class NoChampionError(ScoringError):
+    """The registered model has no ``champion`` alias yet: nothing may score until a version is promoted."""
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """A loaded model and what scoring needs to know about it."""
+
+    name: str
+    version: str | None
+    uri: str  # the resolved URI that was loaded (``models:/<name>/<version>`` for registry versions)
+    model: Any = field(repr=False)
+    features: list[str]
+    threshold: float
+    run_id: str | None = None
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Probability of the positive class per row of ``frame`` (a feature table; extra columns ignored)."""
+        return predict(self, frame)
+
+
+def _client(tracking_uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _resolve(client: Any, spec: DatasetSpec, model_uri: str) -> tuple[str, str | None, Any]:
+    """(name, version, model version entity or None) behind a ``models:/`` URI; other URIs have no version."""
+    from mlflow.exceptions import MlflowException
+
+    if not model_uri.startswith("models:/"):
+        return spec.name, None, None
+    ref = model_uri.removeprefix("models:/").strip("/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        try:
+            mv = client.get_model_version_by_alias(name, alias)
+        except MlflowException as exc:
+            if exc.error_code not in _NOT_FOUND:
+                raise  # the registry is unreachable or failing: not the same as "no champion", let it retry
+            if alias == CHAMPION:
+                raise NoChampionError(
+                    f"registered model {name!r} has no {CHAMPION!r} alias: promote a version before scoring "
+                    f"(the {spec.name}_train DAG does after its gate)"
+                ) from None
+            raise ScoringError(f"registered model {name!r} has no alias {alias!r}") from None
+        return name, str(mv.version), mv
+    name, _, version = ref.partition("/")
+    try:
+        mv = client.get_model_version(name, version)
+    except MlflowException as exc:
+        if exc.error_code not in _NOT_FOUND:
+            raise
+        raise ScoringError(f"registered model {name!r} has no version {version!r}") from None
+    return name, str(mv.version), mv
+
+
+def load_model(spec: DatasetSpec, model_uri: str | None = None, *, tracking_uri: str | None = None) -> ScoringModel:
+    """The model to score with: ``model_uri`` (``models:/<name>/<v>``, ``models:/<name>@<alias>``, ``runs:/…``),
+    by default ``models:/<dataset>@champion``. Raises NoChampionError when there is no champion yet.
+
+    The alias is resolved on every call (cheap), the model is loaded once per process and version.
+    """
+    uri = tracking_uri or default_tracking_uri()
+    client = _client(uri)
+    requested = model_uri or f"models:/{spec.name}@{CHAMPION}"
+    name, version, mv = _resolve(client, spec, requested)
+    resolved = f"models:/{name}/{version}" if version else requested
+    key = (uri, resolved)
+    if key not in _MODELS:
+        _MODELS[key] = _load(resolved, uri, spec)
+    model, features = _MODELS[key]
+    tag = (mv.tags or {}).get("threshold") if mv is not None else None
+    return ScoringModel(
+        name=name,
+        version=version,
+        uri=resolved,
+        model=model,
+        features=features,
+        threshold=float(tag) if tag else DEFAULT_THRESHOLD,
+        run_id=mv.run_id if mv is not None else None,
+    )
+
+
+def _load(model_uri: str, tracking_uri: str, spec: DatasetSpec) -> tuple[Any, list[str]]:
+    import mlflow.artifacts
+    import mlflow.pyfunc
+    import mlflow.sklearn
+    from mlflow.models import Model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=model_uri, dst_path=tmp, tracking_uri=tracking_uri, registry_uri=tracking_uri
+        )
+        info = Model.load(local)
+        try:
+            model = mlflow.sklearn.load_model(local)
+        except Exception:  # not an sklearn flavour: the generic pyfunc
+            model = mlflow.pyfunc.load_model(local)
+    if info.signature is not None and info.signature.inputs is not None:
+        features = list(info.signature.inputs.input_names())
+    else:
+        features = list(getattr(model, "feature_names_in_", spec.feature_names))
+    return model, features
+
+
+def clear_cache() -> None:
+    """Forget every loaded model (tests, or a worker that must reload)."""
+    _MODELS.clear()
+
+
+@lru_cache(maxsize=1)
+def _threadpools() -> Any:
+    # One controller per process: threadpoolctl's threadpool_limits() re-inspects every loaded library on each
+    # call (~4 ms, a fifth of scoring a day); a kept controller's limit() costs microseconds. It only sees
+    # libraries already loaded, so the estimators (and their OpenMP/BLAS) are imported first.
+    import sklearn.ensemble  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def predict(model: ScoringModel, frame: pd.DataFrame) -> np.ndarray:
+    """The one predict path of scoring, monitoring and the benchmark: the model's input columns, in order, with
+    at most :func:`training.compute_threads` OpenMP/BLAS threads (as training)."""
+    missing = [c for c in model.features if c not in frame.columns]
+    if missing:
+        raise ScoringError(f"{model.uri} needs feature columns {missing} that the frame lacks")
+    x = frame[model.features]
+    with _threadpools().limit(limits=compute_threads()):
+        if hasattr(model.model, "predict_proba"):
+            return np.asarray(model.model.predict_proba(x))[:, 1]
+        out = np.asarray(model.model.predict(x))
+    return out[:, -1] if out.ndim == 2 else out
+
+
+def score_frame(spec: DatasetSpec, model: ScoringModel, features: pd.DataFrame) -> pd.DataFrame:
+    """Entity keys + ``probability``, ``prediction`` (at the model's threshold) and ``model_version`` per row."""
+    missing = [k for k in spec.entity_keys if k not in features.columns]
+    if missing:
+        raise ScoringError(f"the feature frame lacks entity keys {missing}")
+    p = predict(model, features).astype("float64")
+    # One constructor call: adding columns one by one costs more than the rest of a day's bookkeeping.
+    columns = {k: features[k].to_numpy() for k in spec.entity_keys}
+    columns |= {
+        PROBABILITY: p,
+        PREDICTION: (p >= model.threshold).astype("int8"),
+        MODEL_VERSION: np.full(len(p), model.version or model.uri, dtype=object),
+    }
+    return pd.DataFrame(columns, copy=False)
+
+
+def _as_date(day: date | str) -> date:
+    return day if isinstance(day, date) else date.fromisoformat(str(day)[:10])
+
+
+def score_partition(
+    spec: DatasetSpec,
+    lake: Lake,
+    day: date | str,
+    *,
+    model_uri: str | None = None,
+    run_id: str | None = None,
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
+    """Score every flight of validated day ``day`` with the champion (or ``model_uri``) and write
+    ``predictions/<dataset>/date=<day>``; returns a JSON-serialisable summary (for XCom).
+
+    Raises NoChampionError without a champion, ScoringError when the day has no validated partition.
+    """
+    from include.mlops.features import features_for_dates
+    from include.mlops.storage import date_partition
+
+    t0 = time.perf_counter()
+    day = _as_date(day)
+    partition = date_partition(day)
+    validated = lake.manifest("validated", spec.name, partition)
+    if validated is None:
+        raise ScoringError(f"validated/{spec.name}/{partition} does not exist: nothing to score for {day}")
+    model = load_model(spec, model_uri, tracking_uri=tracking_uri)
+    features = features_for_dates(lake, spec, day, day)
+    out = score_frame(spec, model, features)
+    extra = {
+        "model_name": model.name,
+        "model_version": model.version,
+        "model_uri": model.uri,
+        "model_run_id": model.run_id,
+        "threshold": model.threshold,
+        "validated_sha256": validated.sha256,
+    }
+    manifest = lake.write_partition(
+        "predictions",
+        spec.name,
+        partition,
+        {PREDICTIONS_TABLE: out},
+        source="scoring.score_partition",
+        run_id=run_id,
+        extra=extra,
+    )
+    return {
+        "dataset": spec.name,
+        "date": day.isoformat(),
+        "partition": partition,
+        "uri": lake.uri(lake.partition_path("predictions", spec.name, partition)),
+        "rows": len(out),
+        "positives": int(out[PREDICTION].sum()),
+        "mean_probability": round(float(out[PROBABILITY].mean()), 6) if len(out) else None,
+        "sha256": manifest.sha256,
+        **extra,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def read_predictions(spec: DatasetSpec, lake: Lake, start: date | str, end: date | str) -> pd.DataFrame:
+    """The stored predictions of the days in [start, end] (empty frame when there are none)."""
+    lo, hi = f"date={_as_date(start).isoformat()}", f"date={_as_date(end).isoformat()}"
+    parts = [p for p in lake.partitions("predictions", spec.name) if lo <= p <= hi]
+    frames = [lake.read_table("predictions", spec.name, p, PREDICTIONS_TABLE) for p in parts]
+    if not frames:
+        return pd.DataFrame(columns=[*spec.entity_keys, PROBABILITY, PREDICTION, MODEL_VERSION])
+    return pd.concat(frames, ignore_index=True)
+
+
+def partitions_to_score(
+    event_extras: Iterable[Mapping[str, Any] | None], day: str | None = None, default: date | None = None
+) -> list[str]:
+    """The days a scoring run covers, as sorted ISO dates: the ``date`` Param when given, else the ``partition``
+    (``date=YYYY-MM-DD``) named by each triggering validated-Asset event, else ``default`` (a manual run's day).
+    Events are de-duplicated: several validated days queued behind one run are all scored, each once."""
+    if day:
+        return [_as_date(day).isoformat()]
+    days = set()
+    for extra in event_extras:
+        partition = (extra or {}).get("partition")
+        if partition and str(partition).startswith("date="):
+            days.add(_as_date(str(partition).removeprefix("date=")).isoformat())
+    if not days and default is not None:
+        days.add(default.isoformat())
+    return sorted(days)

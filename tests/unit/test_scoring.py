@@ -1,0 +1,196 @@
+"""Scoring: a real version trained by training.train_candidates on real January days (temp lake, temp SQLite
+MLflow), promoted to champion; score_partition must write exactly what the model's predict_proba gives."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from include.mlops import features as F
+from include.mlops import scoring as S
+from include.mlops import training as T
+from include.mlops.storage import Lake
+
+FIRST, LAST = "2013-01-01", "2013-01-12"
+
+
+@pytest.fixture(scope="module")
+def small_spec(spec):
+    """The flights spec with a split that fits 12 days and a one-trial search: training takes seconds."""
+    hgb = spec.training.candidates[1].model_copy(update={"params": {"max_iter": 60, "learning_rate": 0.1}})
+    training = spec.training.model_copy(
+        update={
+            "validation_days": 3,
+            "test_days": 3,
+            "search_iterations": 1,
+            "reference_sample_rows": 500,
+            "candidates": [hgb],
+        }
+    )
+    return spec.model_copy(update={"training": training})
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory, nyc, spec) -> Lake:
+    """Validated real days 2013-01-01 … 2013-01-12 and the reference tables."""
+    lake = Lake(str(tmp_path_factory.mktemp("scoring") / "lake"))
+    f, w = nyc["flights"], nyc["weather"]
+    for d in pd.date_range(FIRST, LAST).strftime("%Y-%m-%d"):
+        tables = {
+            "flights": f[f["flight_date"] == d].reset_index(drop=True)[list(spec.source.tables["flights"].columns)],
+            "weather": w[w["flight_date"] == d].reset_index(drop=True)[list(spec.source.tables["weather"].columns)],
+        }
+        lake.write_partition("validated", "flights", f"date={d}", tables, source="test")
+    ref = {k: nyc[k] for k in ("airlines", "airports", "planes")}
+    lake.write_partition("reference", "flights", "snapshot=current", ref, source="test")
+    return lake
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory, small_spec, lake) -> dict:
+    """Version 1 of ``flights``, trained on the lake's days and promoted (alias champion)."""
+    from mlflow import MlflowClient
+
+    folder = tmp_path_factory.mktemp("scoring-mlflow")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    table = F.features_for_dates(lake, small_spec, FIRST, LAST)
+    result = T.train_candidates(small_spec, table, tracking_uri=uri, artifact_root=str(folder / "artifacts"))
+    MlflowClient(uri, uri).set_registered_model_alias("flights", "champion", result.model_version)
+    S.clear_cache()
+    return {"uri": uri, "version": result.model_version, "threshold": result.threshold}
+
+
+def _direct(uri: str, version: str):
+    """The registered model loaded by MLflow itself, outside the scoring module."""
+    import mlflow.sklearn
+
+    mlflow.set_registry_uri(uri)
+    mlflow.set_tracking_uri(uri)
+    return mlflow.sklearn.load_model(f"models:/flights/{version}")
+
+
+def test_predictions_equal_the_models_predict_proba_on_the_same_rows(small_spec, lake, champion):
+    out = S.score_partition(small_spec, lake, "2013-01-10", run_id="manual__test", tracking_uri=champion["uri"])
+    stored = lake.read_table("predictions", "flights", "date=2013-01-10", "predictions")
+    rows = F.features_for_dates(lake, small_spec, "2013-01-10", "2013-01-10")
+    expected = _direct(champion["uri"], champion["version"]).predict_proba(rows[small_spec.feature_names])[:, 1]
+
+    assert list(stored.columns) == [*small_spec.entity_keys, "probability", "prediction", "model_version"]
+    pd.testing.assert_frame_equal(stored[small_spec.entity_keys], rows[small_spec.entity_keys])
+    np.testing.assert_array_equal(stored["probability"].to_numpy(), expected)
+    np.testing.assert_array_equal(stored["prediction"].to_numpy(), (expected >= champion["threshold"]).astype(int))
+    assert set(stored["model_version"]) == {champion["version"]}
+    assert out["rows"] == len(stored) == lake.manifest("validated", "flights", "date=2013-01-10").files["flights"].rows
+    assert out["model_version"] == champion["version"]
+    assert out["threshold"] == pytest.approx(champion["threshold"], abs=1e-6)
+    manifest = lake.manifest("predictions", "flights", "date=2013-01-10")
+    assert manifest.run_id == "manual__test"
+    assert manifest.extra["model_uri"] == f"models:/flights/{champion['version']}"
+
+
+def test_cancelled_flights_are_scored_and_labels_are_not_stored(small_spec, lake, champion):
+    S.score_partition(small_spec, lake, "2013-01-11", tracking_uri=champion["uri"])
+    stored = lake.read_table("predictions", "flights", "date=2013-01-11", "predictions")
+    validated = lake.read_table("validated", "flights", "date=2013-01-11", "flights")
+    assert validated["dep_time"].isna().any(), "the day should hold cancellations"
+    assert len(stored) == len(validated)
+    assert "delayed" not in stored.columns
+    assert "arr_delay" not in stored.columns
+
+
+def test_rescoring_a_day_is_idempotent(small_spec, lake, champion):
+    first = S.score_partition(small_spec, lake, date(2013, 1, 12), tracking_uri=champion["uri"])
+    again = S.score_partition(small_spec, lake, "2013-01-12", tracking_uri=champion["uri"])
+    assert first["sha256"] == again["sha256"]
+
+
+def test_the_model_is_loaded_once_per_process_and_version(small_spec, champion):
+    a = S.load_model(small_spec, tracking_uri=champion["uri"])
+    b = S.load_model(small_spec, f"models:/flights/{champion['version']}", tracking_uri=champion["uri"])
+    assert a.model is b.model
+    assert a.version == b.version == champion["version"]
+    assert a.features == small_spec.feature_names
+
+
+def test_without_a_champion_scoring_names_the_problem(small_spec, lake, champion):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(champion["uri"], champion["uri"])
+    client.delete_registered_model_alias("flights", "champion")
+    try:
+        with pytest.raises(S.NoChampionError, match="no 'champion' alias"):
+            S.score_partition(small_spec, lake, "2013-01-10", tracking_uri=champion["uri"])
+    finally:
+        client.set_registered_model_alias("flights", "champion", champion["version"])
+
+
+@pytest.mark.parametrize(
+    ("day", "model_uri", "match"),
+    [
+        ("2013-02-01", None, "validated/flights/date=2013-02-01 does not exist"),
+        ("2013-01-10", "models:/flights/99", "no version '99'"),
+        ("2013-01-10", "models:/flights@nope", "no alias 'nope'"),
+    ],
+)
+def test_scoring_errors_are_named(small_spec, lake, champion, day, model_uri, match):
+    with pytest.raises(S.ScoringError, match=match):
+        S.score_partition(small_spec, lake, day, model_uri=model_uri, tracking_uri=champion["uri"])
+
+
+def test_score_frame_needs_the_entity_keys_and_features(small_spec, lake, champion):
+    model = S.load_model(small_spec, tracking_uri=champion["uri"])
+    rows = F.features_for_dates(lake, small_spec, "2013-01-10", "2013-01-10")
+    with pytest.raises(S.ScoringError, match="entity keys"):
+        S.score_frame(small_spec, model, rows.drop(columns=["carrier"]))
+    with pytest.raises(S.ScoringError, match="feature columns"):
+        S.predict(model, rows.drop(columns=["temp"]))
+
+
+@pytest.mark.parametrize(
+    ("extras", "day", "default", "expected"),
+    [
+        (
+            [{"partition": "date=2013-01-02"}, {"partition": "date=2013-01-01"}],
+            None,
+            None,
+            ["2013-01-01", "2013-01-02"],
+        ),
+        ([{"partition": "date=2013-01-02"}, {"partition": "date=2013-01-02"}], None, None, ["2013-01-02"]),
+        ([{"partition": "date=2013-01-02"}], "2013-03-04", None, ["2013-03-04"]),
+        ([None, {"rows": 3}], None, date(2013, 5, 6), ["2013-05-06"]),
+        ([], None, None, []),
+    ],
+    ids=["events-sorted", "deduplicated", "param-wins", "manual-default", "nothing"],
+)
+def test_partitions_to_score(extras, day, default, expected):
+    assert S.partitions_to_score(extras, day, default) == expected
+
+
+def test_read_predictions_covers_the_window(small_spec, lake, champion):
+    S.score_partition(small_spec, lake, "2013-01-10", tracking_uri=champion["uri"])
+    got = S.read_predictions(small_spec, lake, "2013-01-09", "2013-01-10")
+    assert set(got["flight_date"]) == {"2013-01-10"}
+    assert S.read_predictions(small_spec, lake, "2013-03-01", "2013-03-07").empty
+
+
+def test_a_failing_registry_is_not_mistaken_for_a_missing_champion(small_spec):
+    """Only MLflow's 'not found' answers mean "no champion"; an outage must fail (and be retried), not skip."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE
+
+    class Down:
+        def get_model_version_by_alias(self, name, alias):
+            raise MlflowException("connection refused", error_code=TEMPORARILY_UNAVAILABLE)
+
+    class Empty:
+        def get_model_version_by_alias(self, name, alias):
+            raise MlflowException(f"Registered Model with name={name} not found", error_code=RESOURCE_DOES_NOT_EXIST)
+
+    with pytest.raises(MlflowException, match="connection refused") as err:
+        S._resolve(Down(), small_spec, "models:/flights@champion")
+    assert not isinstance(err.value, S.ScoringError)
+    with pytest.raises(S.NoChampionError):
+        S._resolve(Empty(), small_spec, "models:/flights@champion")
