@@ -30,6 +30,7 @@ Every decision is recorded with its reasons (:func:`record_decision`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -609,8 +610,20 @@ def log_to_mlflow(
         "report_uri": result.uris.get("html", ""),
         **{k: str(v) for k, v in (tags or {}).items()},
     }
-    run = client.create_run(exp_id, run_name=f"monitor-{result.end_day}-v{result.model_version}", tags=run_tags)
-    run_id = run.info.run_id
+    # A re-run of the same day and model version updates its run instead of adding one (idempotent re-runs).
+    same = client.search_runs(
+        [exp_id],
+        filter_string=f"tags.end_day = '{result.end_day}' and tags.model_version = '{result.model_version}'",
+        max_results=1,
+    )
+    if same:
+        run_id = same[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        for k, v in run_tags.items():
+            client.set_tag(run_id, k, v)
+    else:
+        name = f"monitor-{result.end_day}-v{result.model_version}"
+        run_id = client.create_run(exp_id, run_name=name, tags=run_tags).info.run_id
     now = int(time.time() * 1000)
     step = _as_date(result.end_day).toordinal()  # the monitored day: charts across runs follow the replay's clock
     numeric = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
@@ -645,6 +658,13 @@ def add_to_workspace(
     found = list(ws.search_project(spec.name))
     project = found[0] if found else ws.create_project(spec.name, description=f"Drift of the {spec.name} champion")
     name = f"{result.end_day} v{result.model_version}"
+    try:  # a re-run of the day replaces the snapshot its earlier run added (recorded in the day's monitor.json)
+        earlier = lake.read_json(f"{report_dir(spec, result.end_day)}/monitor.json")
+    except FileNotFoundError:
+        earlier = {}
+    if earlier.get("evidently_run_id") and earlier.get("model_version") == result.model_version:
+        with contextlib.suppress(Exception):  # already gone: nothing to replace
+            ws.delete_run(project.id, earlier["evidently_run_id"])
     ref = ws.add_run(project.id, snapshot, include_data=False, name=name)
     return str(getattr(ref, "id", ref))
 

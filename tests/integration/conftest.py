@@ -278,10 +278,12 @@ def _relaxed_spec_dir(tmp: Path) -> Path:
 
 
 def _mlflow_auth_available() -> bool:
-    """MLflow's basic-auth app needs Flask-WTF (the mlflow[auth] extra); compose installs it, the lock may not."""
+    """MLflow's basic-auth app needs Flask-WTF (the mlflow[auth] extra): pinned in requirements.txt, as in compose."""
     import importlib.util
 
-    return importlib.util.find_spec("flask_wtf") is not None
+    if importlib.util.find_spec("flask_wtf") is None:
+        pytest.fail("Flask-WTF is missing (MLflow basic auth): run `make setup` to install requirements.lock")
+    return True
 
 
 @pytest.fixture(scope="session")

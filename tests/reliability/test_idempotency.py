@@ -210,13 +210,17 @@ def test_reruns_add_no_model_versions_and_no_audit_entries(monitor_runs, trained
     assert len(registry.history(spec)) == trained["history"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="monitoring.log_to_mlflow creates a new MLflow run for every re-run of the same day (and the Evidently "
-    "workspace a new snapshot): include/mlops/monitoring.py, owned by the lead",
-)
 def test_monitor_reruns_keep_one_mlflow_run_per_day(monitor_runs, trained):
     client = trained["client"]
     exp = client.get_experiment_by_name("flights-monitoring")
     found = client.search_runs([exp.experiment_id], filter_string=f"tags.end_day = '{WINDOW_END}'")
     assert len(found) == 1
+
+
+def test_monitor_reruns_keep_one_evidently_snapshot_per_day(monitor_runs, lake):
+    from evidently.ui.workspace import Workspace
+
+    ws = Workspace.create(f"{lake.root}/evidently")
+    project = next(iter(ws.search_project("flights")))
+    names = [ws.get_run(project.id, i).name for i in ws.list_runs(project.id)]
+    assert names.count(next(n for n in names if n.startswith(WINDOW_END))) == 1, names
