@@ -1,0 +1,266 @@
+"""include.mlops.health without Airflow running: report path validation on a real temp lake (symlinks too),
+the extra links built from real task result shapes, public URLs, and the page's escaping; plus the plugin's
+import cost (every Airflow component loads it)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from include.mlops import health
+from include.mlops.health import PublicUrls, ReportNotFound, ReportPathError, report_path
+from include.mlops.storage import Lake
+from tests.conftest import REPO
+
+URLS = PublicUrls(mlflow="http://mlflow:5000", airflow="http://airflow:8080")
+
+
+@pytest.fixture
+def lake(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    lake.write_bytes("reports/gate/flights/v3/gate.html", b"<html>gate</html>")
+    lake.write_bytes("reports/gx/flights/date=2013-01-24/docs/index.html", b"<html>docs</html>")
+    lake.write_bytes("reports/gx/flights/date=2013-01-24/docs/static/styles/x.css", b"body{}")
+    lake.write_json("validated/flights/date=2013-01-24/_manifest.json", {"rows": 1})
+    (tmp_path / "secret.html").write_text("secret")
+    os.symlink(tmp_path / "secret.html", tmp_path / "lake/reports/gate/flights/v3/escape.html")
+    os.symlink(tmp_path, tmp_path / "lake/reports/gate/flights/outside")
+    os.symlink(
+        tmp_path / "lake/reports/gate/flights/v3/gate.html", tmp_path / "lake/reports/gate/flights/v3/alias.html"
+    )
+    return lake
+
+
+@pytest.mark.parametrize(
+    ("rel", "kind", "dataset"),
+    [
+        ("reports/gate/flights/v3/gate.html", "gate", "flights"),
+        ("reports/gx/flights/date=2013-01-24/docs/index.html", "gx", "flights"),
+        ("reports/gx/flights/date=2013-01-24/docs/static/styles/x.css", "gx", "flights"),
+        ("reports/gate/flights/v3/alias.html", "gate", "flights"),  # a symlink that stays in the lake
+    ],
+)
+def test_report_path_serves_files_under_reports(lake, rel, kind, dataset):
+    assert health.check_report_rel(rel) == (kind, dataset)
+    assert lake.fs.cat_file(report_path(lake, rel)).startswith((b"<html>", b"body"))
+
+
+@pytest.mark.parametrize(
+    ("rel", "why"),
+    [
+        ("", "empty"),
+        ("../etc/passwd", "'..'"),
+        ("reports/gate/flights/../../../etc/passwd", "'..'"),
+        ("reports/gate/flights/v3/../../../../secret.html", "'..'"),
+        ("reports/gate/flights/%2e%2e/%2e%2e/x.html", "forbidden character"),
+        ("reports/gate/flights/%252e%252e/x.html", "forbidden character"),
+        ("/etc/passwd", "relative"),
+        ("//etc/passwd", "relative"),
+        ("C:/Windows/win.ini", "relative"),
+        ("file:///etc/passwd", "relative"),
+        ("reports/gate/flights\\..\\..\\x.html", "forbidden character"),
+        ("reports/gate/flights/v3/gate.html\x00.png", "forbidden character"),
+        ("reports/gate//flights/v3/gate.html", "empty"),
+        ("reports/gate/flights/./v3/gate.html", "'.'"),
+        ("reports/gate/flights/v3/.hidden.html", "hidden"),
+        ("validated/flights/date=2013-01-24/_manifest.json", "only files under reports"),
+        ("reports/quarantine/flights/x.json", "only files under reports"),
+        ("reports/gate/flights", "only files under reports"),
+        ("reports/gate/flights/v3/model.pkl", "not a report file type"),
+    ],
+)
+def test_report_path_refuses_anything_else(lake, rel, why):
+    with pytest.raises(ReportPathError, match=why):
+        report_path(lake, rel)
+
+
+@pytest.mark.parametrize("rel", ["reports/gate/flights/v3/escape.html", "reports/gate/flights/outside/secret.html"])
+def test_report_path_refuses_symlinks_out_of_the_lake(lake, rel):
+    assert os.path.exists(lake.path(*rel.split("/")))  # the file is reachable through the link...
+    with pytest.raises(ReportPathError, match="leaves the lake"):
+        report_path(lake, rel)  # ...but never served
+
+
+def test_report_path_names_a_missing_report(lake):
+    with pytest.raises(ReportNotFound, match="no report"):
+        report_path(lake, "reports/gate/flights/v9/gate.html")
+
+
+def test_lake_rel_only_for_uris_of_this_lake(lake, tmp_path):
+    uri = lake.uri(lake.path("reports", "gate", "flights", "v3", "gate.html"))
+    assert uri.startswith("file://")
+    assert health.lake_rel(lake, uri) == "reports/gate/flights/v3/gate.html"
+    assert health.lake_rel(lake, f"file://{tmp_path}/secret.html") is None
+    assert health.lake_rel(lake, lake.uri(lake.path("validated", "flights"))) is None
+    assert health.lake_rel(lake, None) is None
+
+
+# -- links ------------------------------------------------------------------------------------------------
+def _uri(lake, rel):
+    return lake.uri(lake.path(*rel.split("/")))
+
+
+def test_links_of_each_task(lake):
+    docs = _uri(lake, "reports/gx/flights/date=2013-01-24/docs/index.html")
+    gate = _uri(lake, "reports/gate/flights/v3/gate.html")
+    drift = _uri(lake, "reports/drift/flights/date=2013-01-24/drift.html")
+    base = "http://airflow:8080/mlops/reports/"
+    cases = {
+        ("ingest", "validate"): ({"docs_uri": docs, "rows": 900}, {"Data Docs": base + docs.split("/lake/")[1]}),
+        ("train", "train"): (
+            {"parent_run_id": "abc", "experiment_id": "7", "model_version": "3"},
+            {
+                "MLflow run": "http://mlflow:5000/#/experiments/7/runs/abc",
+                "Model version": "http://mlflow:5000/#/models/flights/versions/3",
+            },
+        ),
+        ("train", "evaluate"): (
+            {"challenger_version": "3", "uris": {"html": gate}},
+            {
+                "Gate report": base + "reports/gate/flights/v3/gate.html",
+                "Model version": URLS.model_version("flights", 3),
+            },
+        ),
+        ("train", "promote"): (
+            {"version": "3", "to_version": "3", "run_id": "r1"},
+            {
+                "Model version": URLS.model_version("flights", 3),
+                "MLflow run": "http://mlflow:5000/#/runs/r1",
+                "Gate report": base + "reports/gate/flights/v3/gate.html",
+            },
+        ),
+        ("rollback", "rollback"): ({"version": "1", "to_version": "1", "run_id": "r2"}, None),
+        ("score", "score"): (
+            [{"model_version": "2"}, {"model_version": "3"}],
+            {"Model version": URLS.model_version("flights", 3)},
+        ),
+        ("monitor", "monitor"): (
+            {"uris": {"html": drift}, "mlflow_run_id": "m1", "model_version": "3"},
+            {
+                "Evidently report": base + "reports/drift/flights/date=2013-01-24/drift.html",
+                "MLflow run": "http://mlflow:5000/#/runs/m1",
+                "Model version": URLS.model_version("flights", 3),
+            },
+        ),
+        ("monitor", "decide"): (
+            {"report_uri": drift, "mlflow_run_id": "m1"},
+            {
+                "Evidently report": base + "reports/drift/flights/date=2013-01-24/drift.html",
+                "MLflow run": URLS.mlflow_run("m1"),
+            },
+        ),
+        ("monitor", "request_retrain"): ({"day": "2013-01-24"}, {}),
+        ("ingest", "extract"): ({"uri": _uri(lake, "raw/flights/date=2013-01-24")}, {}),
+    }
+    for (kind, task), (value, expected) in cases.items():
+        got = health.task_links("flights", kind, task, value, URLS, lake)
+        if expected is None:
+            expected = {"Model version": URLS.model_version("flights", 1), "MLflow run": URLS.mlflow_run("r2")}
+        assert got == expected, (kind, task)
+        assert set(got) <= set(health.LINK_NAMES)
+
+
+def test_no_links_without_a_result_or_for_uris_outside_the_lake(lake, tmp_path):
+    assert health.task_links("flights", "train", "evaluate", None, URLS, lake) == {}
+    outside = {"uris": {"html": f"file://{tmp_path}/secret.html"}, "challenger_version": None}
+    assert health.task_links("flights", "train", "evaluate", outside, URLS, lake) == {}
+
+
+def test_split_dag_id_knows_only_spec_datasets_and_dag_kinds():
+    assert health.split_dag_id("flights_train", ["flights"]) == ("flights", "train")
+    assert health.split_dag_id("my_data_monitor", ["my_data"]) == ("my_data", "monitor")
+    assert health.split_dag_id("other_train", ["flights"]) is None
+    assert health.split_dag_id("flights_backfill", ["flights"]) is None
+
+
+def test_public_urls_from_the_environment(monkeypatch):
+    monkeypatch.delenv("MLOPS_MLFLOW_PUBLIC_URL", raising=False)
+    monkeypatch.delenv("MLOPS_AIRFLOW_PUBLIC_URL", raising=False)
+    assert PublicUrls.from_env() == PublicUrls("http://localhost:5000", "")
+    assert PublicUrls.from_env("http://127.0.0.1:8080/").airflow == "http://127.0.0.1:8080"
+    monkeypatch.setenv("MLOPS_MLFLOW_PUBLIC_URL", "https://mlflow.example.org/")
+    monkeypatch.setenv("MLOPS_AIRFLOW_PUBLIC_URL", "https://airflow.example.org")
+    urls = PublicUrls.from_env("http://ignored:8080")
+    assert urls.model_version("flights", "2") == "https://mlflow.example.org/#/models/flights/versions/2"
+    assert urls.report("reports/gate/flights/v2/gate.html") == (
+        "https://airflow.example.org/mlops/reports/reports/gate/flights/v2/gate.html"
+    )
+    monkeypatch.setenv("MLOPS_MLFLOW_PUBLIC_URL", "javascript:alert(1)")
+    with pytest.raises(ValueError, match="MLOPS_MLFLOW_PUBLIC_URL must be an http"):
+        PublicUrls.from_env()
+
+
+# -- the page ---------------------------------------------------------------------------------------------
+def _health(**over):
+    base = {
+        "dataset": "flights",
+        "description": "d",
+        "champion": None,
+        "challenger": None,
+        "last_gate": None,
+        "gate_reports": [],
+        "history": [],
+        "monitoring": [],
+        "data_docs": [],
+        "thresholds": {
+            "max_roc_auc_drop": 0.03,
+            "max_brier_rise": 0.02,
+            "max_prediction_drift": 0.12,
+            "max_weighted_drift": 0.3,
+            "max_drift_share": 0.5,
+        },
+        "errors": {},
+    }
+    return base | over
+
+
+def test_page_escapes_every_value():
+    from include.mlops.health_html import render_page
+
+    evil = "<script>alert(1)</script>"
+    entry = {
+        "seq": 1, "action": "rollback", "version": "1", "from_version": "2", "to_version": "1",
+        "when": "2013-03-01T00:00:00+00:00", "reason": evil, "dag_run": evil, "approver": evil, "run_id": "r",
+    }  # fmt: skip
+    page = render_page(_health(history=[entry], errors={"registry": evil}), ["flights"], URLS)
+    assert evil not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert page.count("<script>") == 1  # only the page's own framed-links helper
+
+
+def test_page_plots_monitoring_with_retrain_markers():
+    from include.mlops.health_html import render_page
+
+    def point(day, auc, retrain):
+        metrics = {"roc_auc": auc, "baseline_roc_auc": 0.7, "brier": 0.2, "baseline_brier": 0.18,
+                   "prediction_drift": 0.05, "weighted_drift": 0.1, "drift_share": 0.6}  # fmt: skip
+        decision = {"retrain": retrain, "alert": retrain, "triggers": ["roc_auc_drop"] if retrain else [],
+                    "blocked_by": None, "reasons": ["r"]}  # fmt: skip
+        return {"day": day, "model_version": "1", "metrics": metrics, "mlflow_run_id": "m", "html": None,
+                "decision": decision, "decision_json": None}  # fmt: skip
+
+    page = render_page(_health(monitoring=[point("2013-01-01", 0.7, False), point("2013-01-08", 0.6, True)]), [], URLS)
+    assert page.count('<svg class="chart"') == 3
+    assert "retrain requested (roc_auc_drop)" in page
+    empty = render_page(_health(), ["flights"], URLS)
+    assert "No monitoring runs yet" in empty
+    assert "No gate decision yet" in empty
+
+
+def test_plugin_module_is_cheap_to_import():
+    """Every Airflow component loads the plugins folder: the plugin must not pull in FastAPI routes, MLflow,
+    pandas or the library at import."""
+    code = (
+        "import sys, runpy; runpy.run_path(sys.argv[1]); "
+        "heavy = [m for m in ('mlflow', 'pandas', 'sklearn', 'evidently', 'great_expectations', "
+        "'include.mlops.health') if m in sys.modules]; print(heavy)"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(REPO / "plugins" / "mlops_ui.py")],
+        capture_output=True, text=True, env=env, check=True, timeout=120,
+    )  # fmt: skip
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

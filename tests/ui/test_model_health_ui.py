@@ -1,0 +1,193 @@
+"""The Airflow UI integration in a real browser: headless Chromium (Debian's package) driven by Playwright against
+an ``airflow api-server`` this module starts (tests/ui/conftest.py), with content made by the real DAGs: a
+champion promoted by flights_train's gate, an ingested day with Data Docs, two monitoring runs.
+
+Log in through the login form, open the "Model health" view from the navigation, open a task's extra link,
+and check what a person would see; screenshots go to a pytest tmp folder and docs/screenshots/. Without a
+token the plugin answers 401/403, and nothing outside the lake's reports is ever served."""
+
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import quote
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+
+def _links(stack, token: str, dag_id: str, run_id: str, task_id: str) -> dict:
+    path = f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/links"
+    status, body, _ = stack.get(path, token)
+    assert status == 200, body
+    return {k: v for k, v in json.loads(body)["extra_links"].items() if v}
+
+
+# -- HTTP: authentication and path validation ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/mlops/health/",
+        "/mlops/health/flights",
+        "/mlops/api/health/flights",
+        "/mlops/reports/reports/gate/flights/v1/gate.html",
+    ],
+)
+def test_plugin_refuses_requests_without_a_valid_token(stack, path):
+    status, body, _ = stack.get(path)
+    assert status == 401, body
+    status, body, _ = stack.get(path, token="not-a-jwt")
+    assert status in (401, 403), body
+    assert b"Gate report" not in body
+    assert b"Model health" not in body
+
+
+def test_plugin_serves_health_json_with_a_bearer_token(stack):
+    status, body, _ = stack.get("/mlops/api/health/flights", stack.token())
+    assert status == 200, body
+    h = json.loads(body)
+    assert h["champion"]["version"] == "1"
+    assert h["last_gate"]["report"]["decision"] == "passed"
+    assert [e["action"] for e in h["history"]] == ["promote"]
+    assert [p["day"] for p in h["monitoring"]] == ["2013-01-22", "2013-01-24"]
+    assert all(p["decision"] is not None for p in h["monitoring"])
+    assert [d["day"] for d in h["data_docs"]] == ["2013-01-24"]
+    assert h["errors"] == {}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/mlops/reports/reports/gate/flights/v1/../../../../../etc/passwd",
+        "/mlops/reports/reports/gate/flights/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/mlops/reports/reports%2fgate%2fflights%2f..%2f..%2f..%2f..%2fetc%2fpasswd",
+        "/mlops/reports/reports/gate/flights/%252e%252e/%252e%252e/%252e%252e/etc/passwd",
+        "/mlops/reports//etc/passwd",
+        "/mlops/reports/%2Fetc%2Fpasswd",
+        "/mlops/reports/validated/flights/date=2013-01-01/_manifest.json",
+        "/mlops/reports/reports/gate/flights/v1/leak.html",  # a symlink to a file outside the lake
+        "/mlops/reports/reports/gate/nosuchdataset/v1/gate.html",
+    ],
+)
+def test_nothing_outside_the_lake_reports_is_served(stack, path):
+    status, body, _ = stack.get(path, stack.token())
+    assert status in (400, 404), (status, body[:200])
+    assert stack.outside_secret.encode() not in body
+    assert b"root:" not in body
+
+
+def test_extra_links_come_from_the_tasks_results(stack):
+    token = stack.token()
+    runs = stack.runs
+    ingest = _links(stack, token, "flights_ingest", runs["ingest"].run_id, "validate")
+    assert set(ingest) == {"Data Docs"}
+    assert ingest["Data Docs"] == f"{stack.url}/mlops/reports/reports/gx/flights/date=2013-01-24/docs/index.html"
+    train = _links(stack, token, "flights_train", runs["train"].run_id, "train")
+    assert set(train) == {"MLflow run", "Model version"}
+    assert re.fullmatch(r"http://127\.0\.0\.1:5000/#/experiments/\d+/runs/[0-9a-f]{32}", train["MLflow run"])
+    assert train["Model version"] == "http://127.0.0.1:5000/#/models/flights/versions/1"
+    evaluate = _links(stack, token, "flights_train", runs["train"].run_id, "evaluate")
+    assert evaluate["Gate report"] == f"{stack.url}/mlops/reports/reports/gate/flights/v1/gate.html"
+    promote = _links(stack, token, "flights_train", runs["train"].run_id, "promote")
+    assert promote["Model version"].endswith("/versions/1")
+    monitor = _links(stack, token, "flights_monitor", runs["monitor 2013-01-24"].run_id, "monitor")
+    assert monitor["Evidently report"] == f"{stack.url}/mlops/reports/reports/drift/flights/date=2013-01-24/drift.html"
+    assert "MLflow run" in monitor
+    assert _links(stack, token, "flights_monitor", runs["monitor 2013-01-24"].run_id, "request_retrain") == {}
+    # every report link is served (with the token) as HTML
+    for url in (ingest["Data Docs"], evaluate["Gate report"], monitor["Evidently report"]):
+        status, body, headers = stack.get(url.removeprefix(stack.url), token)
+        assert status == 200, url
+        assert headers["content-type"].startswith("text/html")
+        assert b"<html" in body[:2000].lower()
+
+
+# -- the browser ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def page(stack, browser):
+    """A logged-in page: through the SimpleAuthManager login form, as a person would."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    p = context.new_page()
+    p.set_default_timeout(60_000)
+    p.goto(stack.url + "/")
+    p.wait_for_url(re.compile(r".*/auth/login.*"))
+    p.get_by_label(re.compile("username", re.I)).fill(stack.user)
+    p.get_by_label(re.compile("password", re.I)).fill(stack.password)
+    p.get_by_role("button", name=re.compile("sign in|log ?in", re.I)).click()
+    p.wait_for_url(lambda url: "/auth/login" not in url)
+    yield p
+    context.close()
+
+
+def test_model_health_view_in_the_navigation(stack, page, shots):
+    page.get_by_role("link", name="Model health").first.click()
+    page.wait_for_url(re.compile(r".*/plugin/model-health"))
+    frame = page.frame_locator("iframe")
+    frame.locator("h1").wait_for()
+    assert frame.locator("h1").inner_text() == "Model health: flights"
+    champion = frame.locator('[data-role="champion"]')
+    assert champion.locator(".version").inner_text() == "v1"
+    assert "passed" in champion.inner_text()
+    assert "PASS" in frame.locator("#last-gate").inner_text().upper()
+    history = frame.locator("#history").inner_text()
+    assert "promote" in history
+    assert "none → v1" in history
+    assert frame.locator("svg.chart").count() == 3
+    monitoring = frame.locator("#monitoring").inner_text()
+    assert "2013-01-24" in monitoring
+    assert "2013-01-22" in monitoring
+    reports = frame.locator("#reports")
+    for text in ("v1", "2013-01-24"):
+        assert reports.get_by_role("link", name=text).count() >= 1
+    shots(page, "model-health", full_page=False)
+    # MLflow links open a new tab even from inside the UI's sandboxed iframe (MLflow itself is not running
+    # here: the request is only recorded).
+    opened = []
+    page.context.route("http://127.0.0.1:5000/**", lambda route: (opened.append(route.request.url), route.abort()))
+    with page.context.expect_page() as new_tab:
+        champion.get_by_role("link", name="MLflow model version").click()
+    new_tab.value.close()
+    assert opened == ["http://127.0.0.1:5000/"] or opened[0].startswith("http://127.0.0.1:5000/")
+    # A report opened from the view is served inside the same authenticated UI.
+    frame.locator("#last-gate").get_by_role("link", name="gate report").click()
+    frame.locator("h1").filter(has_text="Gate report: flights v1").wait_for()
+    assert "PASSED" in frame.locator(".banner").inner_text()
+    # The whole view as a page of its own (the iframe above scrolls inside the UI).
+    page.goto(f"{stack.url}/mlops/health/flights")
+    page.locator("svg.chart").first.wait_for()
+    shots(page, "model-health-full")
+
+
+def test_task_extra_link_opens_the_gate_report(stack, page, shots):
+    run_id = stack.runs["train"].run_id
+    # The task instance's Details tab lists its extra links.
+    page.goto(f"{stack.url}/dags/flights_train/runs/{quote(run_id, safe='')}/tasks/evaluate/details")
+    link = page.get_by_role("link", name="Gate report")
+    link.wait_for()
+    assert link.get_attribute("href") == f"{stack.url}/mlops/reports/reports/gate/flights/v1/gate.html"
+    assert page.get_by_role("link", name="Model version").get_attribute("href").endswith("/models/flights/versions/1")
+    shots(page, "extra-links", full_page=False)
+    link.click()
+    page.wait_for_url("**/gate.html")
+    assert page.locator("h1").inner_text() == "Gate report: flights v1"
+    assert "PASSED" in page.locator(".banner").inner_text()
+    shots(page, "gate-report")
+
+
+def test_data_docs_and_evidently_reports_render_inside_the_ui(stack, page, shots):
+    page.goto(f"{stack.url}/plugin/model-health")
+    frame = page.frame_locator("iframe")
+    frame.locator("#reports").get_by_role("link", name="2013-01-24").last.click()  # the GX Data Docs card
+    frame.get_by_text("Expectation Suites").first.wait_for()
+    # A page of the Data Docs reached from their own index, still inside the UI's iframe. (Their menus are drawn by
+    # scripts from CDNs this offline machine cannot load, so the navigation is started from the page itself.)
+    docs = next(f for f in page.frames if f.url.endswith("/docs/index.html"))
+    docs.evaluate("location.assign('expectations/flights/flights.html')")
+    frame.get_by_text("Expectation Suite Name").first.wait_for()
+    assert "Must have greater than or equal to 300" in frame.locator("body").inner_text()
+    assert "Not authenticated" not in frame.locator("body").inner_text()
+    shots(page, "data-docs", publish=False)
+    page.goto(f"{stack.url}/mlops/reports/reports/drift/flights/date=2013-01-24/drift.html")
+    page.get_by_text(re.compile("drift", re.I)).first.wait_for()
+    shots(page, "evidently-report", publish=False)
