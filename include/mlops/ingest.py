@@ -6,6 +6,7 @@ reaches the validated zone; re-running an interval overwrites the same partition
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from datetime import date
@@ -14,6 +15,8 @@ from typing import Any
 from include.mlops import sources, validation
 from include.mlops.config import DatasetSpec
 from include.mlops.storage import Lake, date_partition
+
+log = logging.getLogger(__name__)
 
 REFERENCE_PARTITION = "snapshot=current"
 
@@ -164,7 +167,8 @@ def validate_raw(
 
 
 def _quarantine_batch(spec: DatasetSpec, lake: Lake, partition: str, raw, reasons: dict, run_id: str | None) -> None:
-    """The whole batch is rejected: copy raw into quarantine with reasons; no validated partition remains."""
+    """The whole batch is rejected: copy raw into quarantine with reasons. A validated partition of the same day
+    from an earlier, accepted batch is kept as it was (the rejected batch never replaces good data)."""
     tables = {t: lake.read_table("raw", spec.name, partition, t) for t in raw.files if "." not in t}
     blobs = {n: lake.read_blob("raw", spec.name, partition, n) for n in raw.files if "." in n}
     blobs["reasons.json"] = json.dumps(reasons, indent=2).encode()
@@ -178,4 +182,9 @@ def _quarantine_batch(spec: DatasetSpec, lake: Lake, partition: str, raw, reason
         blobs=blobs,
         extra={"scope": "batch"},
     )
-    lake.delete_partition("validated", spec.name, partition)
+    kept = lake.manifest("validated", spec.name, partition)
+    if kept is not None:
+        log.warning(
+            "%s %s: batch rejected; the validated partition from raw %s (run %s) is kept unchanged",
+            spec.name, partition, kept.extra.get("raw_sha256", "?")[:12], kept.run_id,
+        )  # fmt: skip

@@ -413,6 +413,14 @@ def reject(
             client.set_model_version_tag(spec.name, version, k, v)
 
     with registry_lock(spec, client.tracking_uri):
+        # a retried reject task (same version, same DAG run) returns its entry instead of writing a second one
+        same = [
+            e
+            for e in history(spec, client.tracking_uri)
+            if e.action == "reject" and e.version == version and dag_run and e.dag_run == dag_run
+        ]
+        if same:
+            return same[-1]
         return _record(
             client,
             spec,

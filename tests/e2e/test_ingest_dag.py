@@ -119,6 +119,17 @@ def test_corrupted_upload_critical_is_quarantined_and_validated_zone_unchanged(i
     assert lake.manifest("validated", "flights", "date=2013-02-05").as_dict() == before
 
 
+def test_rejected_reupload_keeps_the_days_validated_partition(ingest_dag, lake, landing, nyc):
+    # explicit conf: in-process dag.test runs keep the previous run's conf as the DAG's Param values
+    assert _state(_run(ingest_dag, "2013-02-10", {"source_uri": None, "date": "2013-02-10"})) == "success"
+    before = lake.manifest("validated", "flights", "date=2013-02-10").as_dict()
+    uri = _upload(landing, nyc, "2013-02-10", "no_carrier.csv", lambda df: df.drop(columns=["carrier"]))
+    dr = _run(ingest_dag, "2013-02-10", {"source_uri": uri, "date": "2013-02-10"})
+    assert _state(dr) == "failed"
+    assert json.loads(lake.read_blob("quarantine", "flights", "date=2013-02-10", "reasons.json"))["status"] == "failed"
+    assert lake.manifest("validated", "flights", "date=2013-02-10").as_dict() == before
+
+
 def test_corrupted_upload_warning_quarantines_only_bad_rows(ingest_dag, lake, landing, nyc):
     def corrupt(df):
         df.loc[:4, "origin"] = "XXX"

@@ -130,3 +130,20 @@ def test_dag_dates_span_the_dataset():
     d = dag_dates(load_spec("flights").time)
     assert d["start_date"].isoformat() == "2013-01-01T00:00:00+00:00"
     assert d["end_date"].date().isoformat() == "2013-12-31"
+
+
+def test_alert_without_a_connection_is_logged():
+    from include.mlops.airflow_adapter import send_alert
+
+    assert send_alert("[mlops] test", "body") == "log"
+
+
+def test_alert_webhook_must_be_http(monkeypatch, tmp_path, caplog):
+    """A webhook connection pointing at file:// (or any non-http scheme) is never opened: the alert is logged."""
+    from include.mlops.airflow_adapter import send_alert
+
+    target = tmp_path / "secret.txt"
+    target.write_text("x")
+    monkeypatch.setenv("AIRFLOW_CONN_MLOPS_ALERTS", json.dumps({"conn_type": "http", "host": f"file://{target}"}))
+    assert send_alert("[mlops] test", "body") == "log"
+    assert "must be http(s)" in caplog.text

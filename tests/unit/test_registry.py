@@ -167,6 +167,16 @@ def test_reject_tags_the_version_and_leaves_the_champion(spec, uri, client):
         R.promote(spec, 2, reason="try anyway", tracking_uri=uri)
 
 
+def test_a_retried_reject_writes_one_audit_entry(spec, uri, client):
+    R.promote(spec, 1, reason="first", tracking_uri=uri)
+    first = R.reject(spec, 2, ["min_roc_auc"], dag_run="run-a", tracking_uri=uri)
+    again = R.reject(spec, 2, ["min_roc_auc"], dag_run="run-a", tracking_uri=uri)
+    assert again.seq == first.seq
+    assert chain(R.history(spec, uri)) == [("promote", None, "1"), ("reject", "1", "1")]
+    R.reject(spec, 2, ["reviewer: still wrong"], dag_run="run-b", tracking_uri=uri)  # another run: a new entry
+    assert len(R.history(spec, uri)) == 3
+
+
 def test_reject_of_an_unknown_version_is_refused(spec, uri):
     with pytest.raises(R.RegistryError, match="no version 42"):
         R.reject(spec, 42, "bad", tracking_uri=uri)
