@@ -11,7 +11,7 @@
 - **"Model health"** — a FastAPI app mounted in the API server at ``/mlops`` plus an external view in the
   navigation that shows it inside the UI: champion and challenger, the last gate decision with its checks,
   promotion history, drift and performance over time, and links to every report. It also serves the lake's
-  reports (``/mlops/reports/reports/{gx,gate,drift}/…``: GX Data Docs, Evidently HTML, gate pages) through
+  reports (``/mlops/reports/{gx,gate,drift}/<dataset>/…``: GX Data Docs, Evidently HTML, gate pages) through
   :func:`include.mlops.health.report_path`, which admits nothing outside the lake's ``reports/`` zone.
   Authentication is Airflow's own: every route depends on ``airflow.api_fastapi.core_api.security.get_user``
   (the ``_token`` cookie the UI sets at login, or an ``Authorization: Bearer`` JWT from ``/auth/token``), so
@@ -191,8 +191,9 @@ def build_app() -> Any:
         authorize(user, dataset)
         return JSONResponse(gather(dataset))
 
-    @app.get("/reports/{rel:path}")
-    def report(rel: str, user: GetUserDep) -> Response:
+    @app.get("/reports/{sub:path}")
+    def report(sub: str, user: GetUserDep) -> Response:
+        rel = f"reports/{sub}"  # the lake's reports/ zone is what this route serves
         try:
             _, dataset = health.check_report_rel(rel)
             authorize(user, dataset)

@@ -9,7 +9,7 @@
 
 Public URLs come from the environment: ``MLOPS_MLFLOW_PUBLIC_URL`` (default ``http://localhost:5000``, the MLflow
 UI of ``make up``) and ``MLOPS_AIRFLOW_PUBLIC_URL`` (default: Airflow's ``[api] base_url``, else links relative
-to the UI's own origin), under which the plugin serves the lake's reports at ``/mlops/reports/…``.
+to the UI's own origin), under which the plugin serves the lake's ``reports/`` zone at ``/mlops/reports/…``.
 """
 
 from __future__ import annotations
@@ -107,8 +107,11 @@ class PublicUrls:
         return f"{self.mlflow}/#/models/{quote(str(model), safe='')}/versions/{quote(str(version), safe='')}"
 
     def report(self, rel: str) -> str:
-        """The URL under which the plugin serves a lake file (``rel`` relative to the lake root)."""
-        return f"{self.airflow}{APP_PREFIX}/reports/{quote(rel, safe='/=')}"
+        """The URL under which the plugin serves a lake report (``rel`` relative to the lake root, under
+        ``reports/``): ``<airflow>/mlops/reports/gate/flights/v1/gate.html``."""
+        if not rel.startswith("reports/"):
+            raise ReportPathError(f"only files under reports/ are served: {rel!r}")
+        return f"{self.airflow}{APP_PREFIX}/{quote(rel, safe='/=')}"
 
     def health(self, dataset: str) -> str:
         """The Model health page of a dataset."""

@@ -107,7 +107,7 @@ def test_links_of_each_task(lake):
     docs = _uri(lake, "reports/gx/flights/date=2013-01-24/docs/index.html")
     gate = _uri(lake, "reports/gate/flights/v3/gate.html")
     drift = _uri(lake, "reports/drift/flights/date=2013-01-24/drift.html")
-    base = "http://airflow:8080/mlops/reports/"
+    base = "http://airflow:8080/mlops/"
     cases = {
         ("ingest", "validate"): ({"docs_uri": docs, "rows": 900}, {"Data Docs": base + docs.split("/lake/")[1]}),
         ("train", "train"): (
@@ -118,6 +118,13 @@ def test_links_of_each_task(lake):
             },
         ),
         ("train", "evaluate"): (
+            {"challenger_version": "3", "uris": {"html": gate}},
+            {
+                "Gate report": base + "reports/gate/flights/v3/gate.html",
+                "Model version": URLS.model_version("flights", 3),
+            },
+        ),
+        ("train", "approve"): (  # the HITL step: links from the evaluate result (health.LINK_SOURCE)
             {"challenger_version": "3", "uris": {"html": gate}},
             {
                 "Gate report": base + "reports/gate/flights/v3/gate.html",
@@ -186,8 +193,10 @@ def test_public_urls_from_the_environment(monkeypatch):
     urls = PublicUrls.from_env("http://ignored:8080")
     assert urls.model_version("flights", "2") == "https://mlflow.example.org/#/models/flights/versions/2"
     assert urls.report("reports/gate/flights/v2/gate.html") == (
-        "https://airflow.example.org/mlops/reports/reports/gate/flights/v2/gate.html"
+        "https://airflow.example.org/mlops/reports/gate/flights/v2/gate.html"
     )
+    with pytest.raises(ReportPathError, match="only files under reports/"):
+        urls.report("validated/flights/date=2013-01-01/_manifest.json")
     monkeypatch.setenv("MLOPS_MLFLOW_PUBLIC_URL", "javascript:alert(1)")
     with pytest.raises(ValueError, match="MLOPS_MLFLOW_PUBLIC_URL must be an http"):
         PublicUrls.from_env()
