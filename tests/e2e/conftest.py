@@ -32,10 +32,10 @@ def write_validated(lake, nyc, spec, spans):
             for t in ("flights", "weather"):
                 rows = nyc[t][nyc[t]["flight_date"] == day.isoformat()].reset_index(drop=True)
                 tables[t] = rows[list(spec.source.tables[t].columns)]
-            lake.write_partition("validated", "flights", f"date={day}", tables, source="test")
+            lake.write_partition("validated", spec.name, f"date={day}", tables, source="test")
             day += timedelta(days=1)
     ref = {"airlines": nyc["airlines"], "airports": nyc["airports"], "planes": nyc["planes"]}
-    lake.write_partition("reference", "flights", REFERENCE_PARTITION, ref, source="test")
+    lake.write_partition("reference", spec.name, REFERENCE_PARTITION, ref, source="test")
     return lake
 
 

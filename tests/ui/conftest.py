@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.e2e.conftest import dagbag, module_mlflow, state  # noqa: F401 (module_mlflow is a fixture)
+from tests.e2e.conftest import dagbag, module_mlflow, state, write_validated  # noqa: F401 (module_mlflow is a fixture)
 
 CHROMIUM = "/usr/bin/chromium"
 USER = "ui-tester"
@@ -87,21 +87,6 @@ class Stack:
         body = r.read()
         conn.close()
         return r.status, body, dict(r.getheaders())
-
-
-def _write_validated(lake, nyc, spec, first: date, last: date) -> None:
-    from include.mlops.ingest import REFERENCE_PARTITION
-
-    day = first
-    while day <= last:
-        tables = {}
-        for t in ("flights", "weather"):
-            rows = nyc[t][nyc[t]["flight_date"] == day.isoformat()].reset_index(drop=True)
-            tables[t] = rows[list(spec.source.tables[t].columns)]
-        lake.write_partition("validated", spec.name, f"date={day}", tables, source="test")
-        day += timedelta(days=1)
-    ref = {"airlines": nyc["airlines"], "airports": nyc["airports"], "planes": nyc["planes"]}
-    lake.write_partition("reference", spec.name, REFERENCE_PARTITION, ref, source="test")
 
 
 def _start_api_server(home: Path, port: int, password: str, env_over: dict) -> subprocess.Popen:
@@ -174,7 +159,7 @@ def stack(airflow_db, source_db, nyc, spec, module_mlflow, tmp_path_factory):  #
     home = tmp / "server"
     proc = _start_api_server(home, port, password, {"MLOPS_DATA_ROOT": str(root)})
     try:
-        _write_validated(lake, nyc, spec, TRAIN_END - timedelta(days=23), TRAIN_END - timedelta(days=1))
+        write_validated(lake, nyc, spec, [(TRAIN_END - timedelta(days=23), TRAIN_END - timedelta(days=1))])
         runs = {"ingest": dagbag().get_dag("flights_ingest").test(logical_date=datetime(2013, 1, 24, tzinfo=UTC))}
         # A 21-day January window: relax the absolute and slice thresholds, as tests/e2e/test_gate_dag.py does.
         raw = yaml.safe_load((SPEC_DIR / "flights.yaml").read_text())
