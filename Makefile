@@ -56,7 +56,7 @@ format: setup ## apply ruff fixes and formatting
 	@$(ENV) ruff check --fix . && ruff format .
 
 bench: setup ## benchmarks, each figure a ratio against a baseline measured in the same run (bench/README.md)
-	@$(ENV) python -m bench.validation && python -m bench.training && python -m bench.scoring
+	@$(ENV) python -m bench
 
 clean: ## remove local state (.data, .airflow); keeps the venv
 	rm -rf .data .airflow

