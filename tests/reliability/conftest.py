@@ -11,9 +11,19 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import module_mlflow, state
+from tests.integration.conftest import stack  # the native topology, one per session (make reliability)
 
-# module_mlflow (a fresh MLflow DB per module) is the e2e fixture, re-exported for this folder
-__all__ = ["day_range", "module_mlflow", "own_lake", "state", "task_states", "write_validated", "zone_snapshot"]
+# module_mlflow (a fresh MLflow DB per module) is the e2e fixture, stack the integration one, re-exported here
+__all__ = [
+    "day_range",
+    "module_mlflow",
+    "own_lake",
+    "stack",
+    "state",
+    "task_states",
+    "write_validated",
+    "zone_snapshot",
+]
 
 
 def day_range(first: str, last: str) -> list[str]:
