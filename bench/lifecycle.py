@@ -4,7 +4,7 @@ One lifecycle: ingest (extract -> GX validate -> validated / quarantine) one day
 features -> candidates under MLflow -> gate -> promote), then score the following 7 days one run per day, then
 one monitor run (drift + delayed-label performance + decision) on that week. The Airflow side runs the real
 DAGs with ``dag.test`` (real DAG runs in a real metadata DB, tasks in-process, as scripts/demo.py does):
-flights_ingest per day, flights_train (manual run: window_end, search budget 2), flights_score per day,
+flights_ingest per day, flights_train (manual run with window_end; the spec's search budget), flights_score per day,
 flights_monitor. The plain side calls what their task bodies call, in the same order, in one process.
 Each side is a fresh process with its own lake, MLflow DB (and Airflow DB); both read the same seeded source DB.
 Setup is not timed: seeding, ``airflow db migrate``, parsing the DAG folder, and writing the days the lifecycle
@@ -42,7 +42,6 @@ from bench.common import figure, write_json
 RESULTS = Path(__file__).with_name("results-lifecycle.json")
 GOAL = "<= 1.3x plain Python at one year"
 MAX_RATIO = 1.3
-SEARCH_ITERATIONS = 2
 YEAR_DAYS = 365
 
 
@@ -113,7 +112,7 @@ def airflow_side(plan: dict[str, Any], clock: Clock) -> None:
     t0 = time.perf_counter()
     for day in plan["ingest"]:
         clock.step("ingest", day, run, "flights_ingest", day)
-    train_conf = {"window_end": plan["train_end"], "search_iterations": SEARCH_ITERATIONS}
+    train_conf = {"window_end": plan["train_end"]}
     clock.step("train", plan["train_end"], run, "flights_train", next_day, train_conf)
     for day in plan["score"]:
         clock.step("score", day, run, "flights_score", day, {"date": day})
@@ -150,7 +149,7 @@ def plain_side(plan: dict[str, Any], clock: Clock) -> None:
         table = features.materialize_features(spec, Lake(), p["start"], p["end"], run_id="plain__train").as_dict()
         df = features.read_feature_table(spec, Lake(), table["version"])
         tags = {"window_start": p["start"], "window_end": p["end"]}
-        trained = training.train_candidates(spec, df, search_iterations=SEARCH_ITERATIONS, tags=tags).as_dict()
+        trained = training.train_candidates(spec, df, tags=tags).as_dict()
         report = evaluation.evaluate_challenger(spec, Lake(), version=trained["model_version"])
         report.to_markdown()
         if report.decision == "passed":
@@ -286,7 +285,6 @@ def run(out: Path, quick: bool = False) -> int:
         )
     for f in figures:
         print(f"  {f['name']}: {f['value']} s vs {f['baseline']} s = {f['ratio']}x")
-    write_json(out, {"benchmark": "lifecycle", "figures": figures, "periods": periods(quick), "runs": results})
     failed = [
         f"{name} {side}: {s['kind']} {s['day']} {s['state']}"
         for name, sides in results.items()
@@ -294,9 +292,13 @@ def run(out: Path, quick: bool = False) -> int:
         for s in r["steps"]
         if s["state"] not in ("success",)
     ]
-    if failed:
+    for f in figures:
+        bad = [x for x in failed if "one year" in x] if "one year" in f["name"] else [x for x in failed if "month" in x]
+        if bad:
+            f["note"] = (f.get("note") or "") + f" Steps that did not succeed: {', '.join(bad)}."
+    write_json(out, {"benchmark": "lifecycle", "figures": figures, "periods": periods(quick), "runs": results})
+    if failed:  # recorded, not fatal: both sides ran the same steps (e.g. a gate that rejects leaves no champion)
         print("steps that did not succeed:\n  " + "\n  ".join(failed), file=sys.stderr)
-        return 1
     return 0
 
 
