@@ -263,7 +263,8 @@ def run(out: Path, quick: bool = False) -> int:
         drift_rows, drift_figures, m2 = bench_drift(
             spec, lake, uri, str(root / "evidently"), QUICK_DRIFT_SCALES if quick else DRIFT_SCALES, last
         )
-        row = features.features_for_dates(lake, spec, last, last)[spec.feature_names].dropna().head(1)
+        day = features.features_for_dates(lake, spec, last, last)[spec.feature_names]
+        row = day.loc[[day.isna().sum(axis=1).idxmin()]]  # the most complete row of the last day
         serve_figures, serve_details, m3 = serving.serve_and_measure(
             f"models:/{spec.name}@champion", uri, row.reset_index(drop=True), root, quick
         )
