@@ -200,13 +200,16 @@ def browser():
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory):
-    """Screenshots: a pytest tmp folder (test artifacts) and, for the final ones, docs/screenshots/."""
+    """Screenshots: a pytest tmp folder (test artifacts, path printed); the final ones are copied to
+    docs/screenshots/ only with MLOPS_UPDATE_SCREENSHOTS=1, so a test run never dirties the checkout."""
     d = tmp_path_factory.mktemp("screenshots")
+    update_docs = os.environ.get("MLOPS_UPDATE_SCREENSHOTS") == "1"
 
     def save(page, name: str, *, publish: bool = True, full_page: bool = True) -> Path:
         path = d / f"{name}.png"
         page.screenshot(path=str(path), full_page=full_page)
-        if publish:
+        print(f"screenshot: {path}")
+        if publish and update_docs:
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, SCREENSHOTS / path.name)
         return path

@@ -109,6 +109,9 @@ def test_extra_links_come_from_the_tasks_results(stack):
 def page(stack, browser):
     """A logged-in page: through the SimpleAuthManager login form, as a person would."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
+    # Offline machine: requests to public CDNs (GX Data Docs load Bootstrap/jQuery from them) would hang until a TCP
+    # timeout and hold up page loads on a busy machine; refuse anything that is not loopback at once.
+    context.route(re.compile(r"^https?://(?!(127\.0\.0\.1|localhost)[:/])"), lambda route: route.abort())
     p = context.new_page()
     p.set_default_timeout(60_000)
     p.goto(stack.url + "/")
