@@ -1,10 +1,10 @@
 """Crash safety under a real scheduler (make reliability): on the native production topology (tests/integration:
 scheduler, two Celery workers), the task process of `flights_ingest.validate` (three days) and of
-`flights_train.build_features` is SIGKILLed mid-write: the test watches the partition's folder, freezes the
-process (SIGSTOP) as soon as a data file of the new partition appears, checks the manifest is not there yet,
-then SIGKILLs it. The scheduler must retry the task (default_args: 2 retries) and the retry must succeed, while
-a watcher thread checks every visible partition of the lake (one with a `_manifest.json`) all along: each file
-it lists is there with its sha256. Afterwards each partition holds exactly its manifest's files."""
+`flights_train.build_features` is SIGKILLed mid-write: the test watches for the new partition's folder, freezes
+the process (SIGSTOP) as soon as it appears, lets it run in 0.2 ms slices until a data file is there and the
+manifest is not, then SIGKILLs it. The scheduler must retry the task (default_args: 2 retries) and the retry
+must succeed, while a watcher thread checks every visible partition of the lake (one with a `_manifest.json`)
+all along: each file it lists is there with its sha256. Afterwards each partition holds exactly its manifest's files."""
 
 from __future__ import annotations
 
@@ -98,22 +98,32 @@ def _kill_mid_write(stack, dag_id: str, run_id: str, task_id: str, partition_dir
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         for d in partition_dirs():
-            with contextlib.suppress(FileNotFoundError):
-                names = os.listdir(d)
-                if names and MANIFEST not in names:
-                    os.kill(pid, signal.SIGSTOP)  # frozen mid-write: look, then kill
-                    names = sorted(os.listdir(d))
-                    if MANIFEST in names:  # wrote it between the two looks: let it go, try the next write
-                        os.kill(pid, signal.SIGCONT)
-                        continue
-                    os.kill(pid, signal.SIGKILL)
-                    return {"pid": pid, "dir": d, "files_at_kill": names, "try": ti["try_number"]}
-        with contextlib.suppress(ProcessLookupError):
+            if d.is_dir() and not (d / MANIFEST).exists():  # write_partition has begun (it creates the folder)
+                os.kill(pid, signal.SIGSTOP)
+                return _step_to_half_written(pid, d) | {"try": ti["try_number"]}
+        try:
             os.kill(pid, 0)
-            time.sleep(0.002)
-            continue
-        raise AssertionError(f"{task_id} (pid {pid}) ended before a half-written partition could be seen")
-    raise AssertionError(f"no half-written partition of {task_id} seen in 600 s")
+        except ProcessLookupError:
+            raise AssertionError(f"{task_id} (pid {pid}) ended before it began writing a new partition") from None
+        time.sleep(0.002)
+    raise AssertionError(f"{task_id} began no new partition in 600 s")
+
+
+def _step_to_half_written(pid: int, d: Path, step_s: float = 0.0002) -> dict:
+    """The process is stopped with the partition's folder begun: let it run in slices of ``step_s`` until a data
+    file is there (a temp file counts) and the manifest is not, then SIGKILL it. The data of a feature table is
+    written ~1 ms before its manifest: a poll alone misses that window, stepping does not."""
+    while True:
+        names = sorted(os.listdir(d))
+        if MANIFEST in names:
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError(f"stepping overshot: the manifest of {d} was written before a kill: {names}")
+        if any(n != MANIFEST and not n.startswith(f"{MANIFEST}.") for n in names):
+            os.kill(pid, signal.SIGKILL)
+            return {"pid": pid, "dir": str(d), "files_at_kill": names}
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(step_s)
+        os.kill(pid, signal.SIGSTOP)
 
 
 def _finish(stack, dag_id: str, run_id: str, timeout: float = 900) -> str:
