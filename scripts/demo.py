@@ -256,7 +256,7 @@ def _ingested(story: Story, r: dict, i: int, n: int, scored: tuple | None = None
     story.validated_rows += r["validated"]
     story.quarantined_rows += r["quarantined"]
     if r["quarantined"]:
-        story.quarantined_days.append(f"{r['day']} ({r['quarantined']} rows)")
+        story.quarantined_days.append(f"{r['day']}: {r['quarantined']}")
     note = f"ingest {r['state']:<7} {r['validated']:>5} flights" + (
         f", {r['quarantined']} quarantined" if r["quarantined"] else ""
     )
@@ -351,8 +351,8 @@ def _summary(story: Story, spec, root: str) -> int:
             + (f", {len(bad)} not: {sorted(set(bad))}" if bad else "")
         )
     say(
-        f"  data: {story.validated_rows:,} flights validated, {story.quarantined_rows} rows quarantined with reasons "
-        f"{story.quarantined_days or ''}; {story.scored_rows:,} flights scored"
+        f"  data: {story.validated_rows:,} flights validated; quarantined with reasons: {story.quarantined_rows} "
+        f"row(s) {', '.join(story.quarantined_days)}; {story.scored_rows:,} flights scored"
     )
     say("  the story:")
     for t in story.trainings:

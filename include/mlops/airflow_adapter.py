@@ -47,7 +47,7 @@ def default_args(owner: str) -> dict[str, Any]:
         "owner": owner,
         "retries": 2,
         "retry_delay": timedelta(seconds=10),
-        "retry_exponential_backoff": True,
+        "retry_exponential_backoff": 2.0,  # a multiplier on Airflow 3.3: True would be 1.0, a constant delay
         "max_retry_delay": timedelta(minutes=5),
         "on_failure_callback": AlertNotifier(kind="failure"),
     }
