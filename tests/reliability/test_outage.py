@@ -12,6 +12,7 @@ as a deployment would have them."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import time
@@ -66,7 +67,7 @@ def _log(stack, run_id: str, task_id: str, try_number: int) -> str:
     )
     r.raise_for_status()
     content = r.json()["content"]
-    return "\n".join(str(line.get("event", line)) if isinstance(line, dict) else str(line) for line in content)
+    return "\n".join(json.dumps(line) for line in content)  # events and their error_detail
 
 
 def _poll(what: str, ready, timeout: float, interval: float = 2.0):
