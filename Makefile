@@ -42,7 +42,7 @@ test: setup ## run the test suite (unit, dags, e2e); needs no services
 test-integration: setup ## production topology natively: Postgres + Redis + 2 Celery workers + MLflow server (~5 min)
 	@$(ENV) bash scripts/test.sh tests/integration -m integration
 
-reliability: setup ## the whole reliability suite incl. the slow part: SIGKILL loops, MLflow outage (~5 min)
+reliability: setup ## whole reliability suite + slow part on the native topology: outage, SIGKILLs, backfill of MLOPS_BACKFILL_DAYS (365; ~80 min)
 	@$(ENV) bash scripts/test.sh tests/reliability -m "reliability or slow_reliability"
 
 security: setup ## bandit + secret scan (both in CI) + pip-audit where its service answers (docs/security.md)
