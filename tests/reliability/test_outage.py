@@ -12,7 +12,6 @@ unreachable call), as a deployment would have them."""
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import signal
 import time
@@ -57,17 +56,7 @@ def _ti(stack, run_id: str, task_id: str) -> dict:
 
 
 def _log(stack, run_id: str, task_id: str, try_number: int) -> str:
-    """A try's log as the UI shows it (the API serves JSON only: text/plain is refused with 406)."""
-    import httpx
-
-    r = httpx.get(
-        f"{stack.api_url}/api/v2/dags/flights_train/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-        headers={"Authorization": f"Bearer {stack.token()}", "Accept": "application/json"},
-        timeout=60,
-    )
-    r.raise_for_status()
-    content = r.json()["content"]
-    return "\n".join(json.dumps(line) for line in content)  # events and their error_detail
+    return stack.task_log("flights_train", run_id, task_id, try_number)
 
 
 def _poll(what: str, ready, timeout: float, interval: float = 2.0):
