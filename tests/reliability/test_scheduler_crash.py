@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.conftest import day_range, write_validated
+from tests.reliability.conftest import day_range, poll, write_validated
 from tests.reliability.test_crash_safety import _check_visible_partitions_complete
 
 pytestmark = [pytest.mark.slow_reliability, pytest.mark.integration]
@@ -74,13 +74,7 @@ def _task_pid(ti_id: str) -> int | None:
 
 
 def _wait(what: str, ready, timeout: float, interval: float = 0.5):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        value = ready()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return poll(what, ready, timeout, interval)
 
 
 def _kill_mid_write(stack, dag_id: str, run_id: str, task_id: str, partition_dirs) -> dict:
