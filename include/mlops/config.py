@@ -213,6 +213,12 @@ class MonitoringSpec(_Model):
     min_labelled_rows: int = Field(
         default=1000, gt=0, description="fewer labelled rows in the window: ROC AUC / Brier checks are skipped"
     )
+    max_drift_rows: int = Field(
+        default=50_000,
+        ge=1000,
+        description="the Evidently drift report compares at most this many rows of the window (a seeded random "
+        "sample) with the reference; quality and prediction drift always use every row",
+    )
 
 
 class DatasetSpec(_Model):

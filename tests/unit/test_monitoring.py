@@ -232,9 +232,33 @@ def test_evidently_column_drift_and_importance_weighting(spec):
     assert m["material_columns"] == ["temp"]
     assert m["labelled_rows"] == 1400
     assert m["rows"] == 1500
+    assert m["drift_rows"] == 1500
     assert m["prediction_drift"] < 0.02  # same score distribution
     assert m["roc_auc_drop"] == pytest.approx(0.7 - m["roc_auc"])
     assert m["brier_rise"] == pytest.approx(m["brier"] - 0.15)
+
+
+def test_drift_report_samples_long_windows(spec):
+    """Windows over max_drift_rows reach Evidently as a seeded sample in row order; shorter ones whole."""
+    rng = np.random.default_rng(2)
+    small = spec.model_copy(update={"monitoring": spec.monitoring.model_copy(update={"max_drift_rows": 1000})})
+    cur = _frame(spec, rng, 4000, temp_shift=3.0)
+    sample = M.drift_sample(small, cur)
+    assert len(sample) == 1000
+    assert sample.index.is_monotonic_increasing
+    assert sample.index.is_unique
+    pd.testing.assert_frame_equal(sample, M.drift_sample(small, cur))  # the same rows on every re-run
+    assert len(M.drift_sample(small, cur.head(1000))) == 1000
+    assert len(M.drift_sample(spec, cur)) == 4000  # the flights spec's limit (50,000) keeps this window whole
+
+    ref = _frame(spec, rng, 1500)
+    weights = dict.fromkeys(spec.feature_names, 1 / len(spec.feature_names))
+    sampled, _ = M.column_drift(small, M.drift_report(small, cur, ref), weights)
+    whole, _ = M.column_drift(spec, M.drift_report(spec, cur, ref), weights)
+    assert sampled["temp"]["material"]
+    assert whole["temp"]["material"]
+    for col in spec.feature_names:  # a 1,000-row sample moves no score by more than a few hundredths
+        assert abs(sampled[col]["score"] - whole[col]["score"]) < 0.05, col
 
 
 def test_window_metrics_of_a_one_class_window_have_no_quality(spec):
