@@ -145,15 +145,21 @@ def replicate_frame(df: pd.DataFrame, factor: int) -> pd.DataFrame:
 
 
 def _shift_years(s: pd.Series, k: int) -> pd.Series:
-    """ISO text with the year moved by ``k`` (Feb 29 cannot occur: 2013 has none)."""
-    return (s.str.slice(0, 4).astype(int) + k).astype(str).str.zfill(4) + s.str.slice(4)
+    """ISO text with the year moved by ``k`` (Feb 29 cannot occur: 2013 has none). Each distinct value is one
+    shared str object, as pyarrow's ``to_pandas`` (which deduplicates strings) gives a batch read from the lake
+    or a Parquet source: a fresh object per row would make a 10 M-row batch gigabytes larger than any real read."""
+    values = pd.Series(s.dropna().unique())
+    shifted = values.str.slice(0, 4).astype(int).add(k).astype(str).str.zfill(4) + values.str.slice(4)
+    return s.map(dict(zip(values, shifted, strict=True)))
 
 
 # -- a stage in a fresh process -------------------------------------------------------------------------
 def _child(fn: Callable[..., dict], args: tuple, q) -> None:
     try:
         out = fn(*args)
-        out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # A stage may report its own peak (taken before its baseline ran in the same process).
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out["peak_rss_mb"] = out.pop("stage_peak_rss_mb", None) or peak
         q.put(out)
     except BaseException as exc:  # report it to the parent instead of hanging it
         q.put({"error": f"{type(exc).__name__}: {exc}"})

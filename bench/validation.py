@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -324,10 +325,11 @@ def compare_at_scale(spec: DatasetSpec, nyc: dict[str, pd.DataFrame], tables: di
     t0 = time.perf_counter()
     gx = validation.validate_batch(spec, tables, interval, reference, partition="scale")
     gx_s = time.perf_counter() - t0
+    gx_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the peak so far: input + GX
     t0 = time.perf_counter()
     pdr = pandas_validate_batch(spec, tables, interval, reference)
     pd_s = time.perf_counter() - t0
-    return {"gx_s": gx_s, "pandas_s": pd_s, "mismatches": compare(gx, pdr)}
+    return {"gx_s": gx_s, "pandas_s": pd_s, "gx_peak_rss_mb": gx_rss, "mismatches": compare(gx, pdr)}
 
 
 def corrupt(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:

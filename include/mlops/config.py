@@ -149,6 +149,11 @@ class ExpectationSpec(_Model):
 
 class ValidationSpec(_Model):
     expectations: list[ExpectationSpec] = Field(min_length=1)
+    chunk_rows: int = Field(
+        default=1_000_000,
+        ge=10_000,
+        description="a table with more rows is validated in chunks of whole days (bounded memory; same result)",
+    )
 
 
 class CandidateSpec(_Model):

@@ -8,6 +8,7 @@ counts, which rows were quarantined with which reasons, and that the valid rows 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import date
 
 import pandas as pd
@@ -434,3 +435,55 @@ def test_expectation_on_a_missing_column_reports_its_error(schema_results):
     not_null = next(o for o in r.outcomes if o.expectation == NOT_NULL and o.target == "carrier")
     assert not not_null.success
     assert not_null.error, not_null.describe()
+
+
+def same_verdicts(a: ValidationReport, b: ValidationReport) -> bool:
+    """Same outcome per expectation; failed ones with the same counts (GX's BOOLEAN_ONLY pass reports counts
+    of passing expectations only sometimes, so those are not compared)."""
+    assert [(o.reason, o.success) for o in a.outcomes] == [(o.reason, o.success) for o in b.outcomes]
+    assert [asdict(o) for o in a.critical_failures + a.warnings] == [
+        asdict(o) for o in b.critical_failures + b.warnings
+    ]
+    return True
+
+
+def test_large_batch_in_chunks_of_whole_days_gives_the_same_result(spec, nyc, reference):
+    """A batch over ``validation.chunk_rows`` is validated in chunks of whole days: same outcomes, counts,
+    valid and quarantined rows as one pass, with offending rows in several chunks (incl. a duplicated key and
+    a row whose day is missing)."""
+    interval = (date(2013, 1, 1), date(2013, 2, 1))
+    tables = {t: nyc[t][nyc[t]["flight_date"] < "2013-02-01"].reset_index(drop=True) for t in ("flights", "weather")}
+    f = tables["flights"].copy()
+    f["carrier"] = f["carrier"].astype(object)
+    f.loc[[5, 12_000, 25_000], "carrier"] = None  # early, middle and late in the month
+    f.loc[[100, 20_000], "distance"] = 0.0
+    f.loc[15_000, "flight_date"] = None  # no day: validated with the first chunk, fails the critical checks
+    f = pd.concat([f, f.loc[[26_000]]], ignore_index=True)  # a duplicated key late in the month
+    tables["flights"] = f
+    small = spec.model_copy(update={"validation": spec.validation.model_copy(update={"chunk_rows": 10_000})})
+    whole = validate(spec, tables, reference, interval)
+    chunked = validate(small, tables, reference, interval)
+    assert len(f) > 2 * small.validation.chunk_rows
+    assert same_verdicts(chunked.report, whole.report)
+    assert chunked.report.status == "failed"
+    by_reason = {o.reason: o for o in chunked.report.outcomes}
+    assert by_reason["flights.expect_column_values_to_not_be_null(carrier)"].unexpected_count == 3
+    assert by_reason["flights.expect_column_values_to_be_between(distance)"].unexpected_count == 2
+    assert (
+        by_reason["flights.expect_compound_columns_to_be_unique(flight_date,carrier,flight,origin)"].unexpected_count
+        == 2
+    )
+
+    # Without the bad day the batch passes with warnings: the quarantined rows must be the same rows.
+    f.loc[15_000, "flight_date"] = tables["flights"].loc[15_001, "flight_date"]
+    no_rowcount = [e for e in spec.validation.expectations if e.type != "expect_table_row_count_to_be_between"]
+    month = spec.model_copy(update={"validation": spec.validation.model_copy(update={"expectations": no_rowcount})})
+    month_small = month.model_copy(update={"validation": month.validation.model_copy(update={"chunk_rows": 10_000})})
+    whole, chunked = validate(month, tables, reference, interval), validate(month_small, tables, reference, interval)
+    assert chunked.report.status == whole.report.status == "warning"
+    assert same_verdicts(chunked.report, whole.report)
+    assert chunked.report.rows_quarantined == whole.report.rows_quarantined
+    for t in ("flights", "weather"):
+        pd.testing.assert_frame_equal(chunked.valid[t], whole.valid[t])
+        pd.testing.assert_frame_equal(chunked.quarantined[t], whole.quarantined[t])
+    assert len(chunked.quarantined["flights"]) == 3 + 2 + 2
