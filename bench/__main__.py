@@ -112,8 +112,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += ["| figure | value | baseline | ratio | goal | met |", "|---|---|---|---|---|---|"]
         for f in rows:
             met = {True: "yes", False: "**no**", None: "—"}[f["met"]]
+            rss = f"; peak RSS {f['peak_rss_mb']:,} MB" if f.get("peak_rss_mb") is not None else ""
             lines.append(
-                f"| {_md(f['name'])} | {_num(f['value'])} {f['unit']} | {_num(f['baseline'])} | "
+                f"| {_md(f['name'])} | {_num(f['value'])} {f['unit']}{rss} | {_num(f['baseline'])} | "
                 f"{_num(f['ratio'])}{'×' if f['ratio'] is not None else ''} | {_md(f['goal'] or '—')} | {met} |"
             )
         notes = [n for f in rows for n in ([f["note"]] if f.get("note") else [])]

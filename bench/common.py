@@ -3,6 +3,7 @@ scale, isolated temp roots, and running a stage in a fresh process for its own p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -126,31 +127,37 @@ def replicate(nyc: dict[str, pd.DataFrame], factor: int) -> dict[str, pd.DataFra
 def replicate_frame(df: pd.DataFrame, factor: int) -> pd.DataFrame:
     """``factor`` copies of a frame of the 2013 year: copy k has its dates (``flight_date``, ``time_hour``,
     ``year``) shifted by k years, so every copy is a distinct, valid calendar, and new flight numbers
-    (flight + 10,000 * k), so entity keys stay unique."""
+    (flight + 10,000 * k), so entity keys stay unique. Each column is built at its final size in one step
+    (no per-copy frames to concatenate, which would double the peak) with its dtype kept, and each distinct
+    date is one shared str object, as pyarrow's ``to_pandas`` (which deduplicates strings) gives a batch read
+    from the lake or a Parquet source."""
     if factor == 1:
         return df.reset_index(drop=True)
-    parts = []
-    for k in range(factor):
-        part = df.copy()
-        if k:
-            for c in ("flight_date", "time_hour"):
-                if c in part:
-                    part[c] = _shift_years(part[c], k)
-            if "year" in part:
-                part["year"] = part["year"] + k
-            if "flight" in part:
-                part["flight"] = part["flight"] + 10_000 * k
-        parts.append(part)
-    return pd.concat(parts, ignore_index=True)
+    n = len(df)
+    rows = np.tile(np.arange(n), factor)
+    copy = np.repeat(np.arange(factor), n)
+    out = pd.DataFrame(index=pd.RangeIndex(n * factor))  # columns set one by one: no consolidating copy
+    for c in df.columns:
+        if c in ("flight_date", "time_hour"):
+            codes, uniques = pd.factorize(df[c])
+            text = pd.Series(uniques, dtype=object)
+            table = np.concatenate([_shift_years(text, k).to_numpy(dtype=object) for k in range(factor)])
+            all_codes = np.tile(codes, factor)
+            values = table[np.where(all_codes >= 0, all_codes + copy * len(uniques), 0)]
+            values[all_codes < 0] = None
+            out[c] = values
+        elif c in ("year", "flight"):
+            out[c] = df[c].to_numpy()[rows] + copy * (1 if c == "year" else 10_000)
+        else:
+            out[c] = df[c].array.take(rows)
+    return out
 
 
 def _shift_years(s: pd.Series, k: int) -> pd.Series:
-    """ISO text with the year moved by ``k`` (Feb 29 cannot occur: 2013 has none). Each distinct value is one
-    shared str object, as pyarrow's ``to_pandas`` (which deduplicates strings) gives a batch read from the lake
-    or a Parquet source: a fresh object per row would make a 10 M-row batch gigabytes larger than any real read."""
-    values = pd.Series(s.dropna().unique())
-    shifted = values.str.slice(0, 4).astype(int).add(k).astype(str).str.zfill(4) + values.str.slice(4)
-    return s.map(dict(zip(values, shifted, strict=True)))
+    """ISO text with the year moved by ``k`` (Feb 29 cannot occur: 2013 has none)."""
+    if not k:
+        return s
+    return (s.str.slice(0, 4).astype(int) + k).astype(str).str.zfill(4) + s.str.slice(4)
 
 
 # -- a stage in a fresh process -------------------------------------------------------------------------
@@ -158,12 +165,22 @@ def _child(fn: Callable[..., dict], args: tuple, q) -> None:
     try:
         out = fn(*args)
         # A stage may report its own peak (taken before its baseline ran in the same process).
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = peak_rss_mb()
         out["peak_rss_mb"] = out.pop("stage_peak_rss_mb", None) or peak
         q.put(out)
     except BaseException as exc:  # report it to the parent instead of hanging it
         q.put({"error": f"{type(exc).__name__}: {exc}"})
         raise
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS in MB: VmHWM, the high-water mark of its own address space. getrusage's
+    ru_maxrss is not used: Linux carries it across exec, so a spawned child starts at its parent's size."""
+    with contextlib.suppress(OSError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def in_fresh_process(fn: Callable[..., dict], *args: Any, timeout: float = 1800) -> dict[str, Any]:

@@ -14,8 +14,8 @@ does not ingest straight into the validated zone (so training, scoring and monit
   are history), training on the spec's 59-day window ending Feb 28 (the demo's first champion, which passes the
   gate), scoring Mar 1-7, monitoring Mar 7.
 - **one year, cheaper form** (measured): the year's history in the lake, 14 of its 365 days ingested as daily
-  runs (every 28th day from Jan 1), training on the 59-day window ending Dec 24, scoring Dec 25-31, monitoring
-  Dec 31. Everything a year adds beyond a month is ingest runs, so:
+  runs (every 28th day from Jan 1), training on the 59-day window ending Oct 30 (a window whose model passes
+  the gate), scoring Oct 31 - Nov 6, monitoring Nov 6. Everything a year adds beyond a month is ingest runs, so:
 - **one year, 365 ingest runs (estimated)**: the measured cheaper form plus 351 more ingest runs at the median
   measured time of that side's ingest runs. This is the figure the goal applies to.
 
@@ -55,7 +55,9 @@ def periods(quick: bool) -> dict[str, dict[str, Any]]:
     year = [date(2013, 1, 1) + timedelta(days=28 * i) for i in range(14)]
     return {
         "one month": _period(month, date(2013, 2, 28), history_from=date(2013, 1, 1)),
-        "one year": _period(year, date(2013, 12, 24), history_from=date(2013, 1, 1)),
+        # Trained on the 59-day window ending Oct 30, whose model passes the gate (the window ending Dec 24
+        # scores ROC AUC < 0.65: rejected, no champion, so scoring and monitoring had nothing to run).
+        "one year": _period(year, date(2013, 10, 30), history_from=date(2013, 1, 1)),
     }
 
 

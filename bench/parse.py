@@ -79,7 +79,11 @@ def run(out: Path, quick: bool = False) -> int:
         ),
     ]
     for p in files:
-        name = "naive DAG importing GX, MLflow, Evidently, sklearn at top" if p is naive else f"dags/{p.name}"
+        name = (
+            "naive DAG importing GX, MLflow, Evidently, sklearn at top (the contrast: what the goal rules out)"
+            if p is naive
+            else f"dags/{p.name}"
+        )
         added = best[p.name] - ref
         heavy = samples[p.name][0]["heavy"]
         figures.append(
@@ -88,8 +92,8 @@ def run(out: Path, quick: bool = False) -> int:
                 best[p.name],
                 "s CPU",
                 ref,
-                goal=GOAL,
-                met=added <= MAX_ADDED,
+                goal=None if p is naive else GOAL,
+                met=None if p is naive else added <= MAX_ADDED,
                 digits=3,
                 added_s=round(added, 3),
                 heavy_imports=heavy,

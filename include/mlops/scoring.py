@@ -53,6 +53,11 @@ class NoChampionError(ScoringError):
     """The registered model has no ``champion`` alias yet: nothing may score until a version is promoted."""
 
 
+# Frames longer than this are predicted in slices: the model's intermediate arrays (column selection, encoded
+# matrix, per-tree raw scores) stay a few hundred MB at any size instead of growing with the frame.
+PREDICT_CHUNK_ROWS = 500_000
+
+
 @dataclass(frozen=True)
 class ScoringModel:
     """A loaded model and what scoring needs to know about it."""
@@ -179,6 +184,11 @@ def predict(model: ScoringModel, frame: pd.DataFrame) -> np.ndarray:
     missing = [c for c in model.features if c not in frame.columns]
     if missing:
         raise ScoringError(f"{model.uri} needs feature columns {missing} that the frame lacks")
+    if len(frame) > PREDICT_CHUNK_ROWS:  # bounded memory, linear time: each row's score depends on it alone
+        parts = [
+            predict(model, frame.iloc[i : i + PREDICT_CHUNK_ROWS]) for i in range(0, len(frame), PREDICT_CHUNK_ROWS)
+        ]
+        return np.concatenate(parts)
     x = frame[model.features]
     with _threadpools().limit(limits=compute_threads()):
         if hasattr(model.model, "predict_proba"):

@@ -194,3 +194,13 @@ def test_a_failing_registry_is_not_mistaken_for_a_missing_champion(small_spec):
     assert not isinstance(err.value, S.ScoringError)
     with pytest.raises(S.NoChampionError):
         S._resolve(Empty(), small_spec, "models:/flights@champion")
+
+
+def test_long_frames_are_predicted_in_slices_with_the_same_result(small_spec, lake, champion, monkeypatch):
+    rows = F.features_for_dates(lake, small_spec, "2013-01-10", "2013-01-10")
+    model = S.load_model(small_spec, tracking_uri=champion["uri"])
+    whole = S.predict(model, rows)
+    monkeypatch.setattr(S, "PREDICT_CHUNK_ROWS", 97)  # slices of 97 rows and a short last one
+    assert len(rows) > 3 * 97
+    np.testing.assert_array_equal(S.predict(model, rows), whole)
+    np.testing.assert_array_equal(S.score_frame(small_spec, model, rows)["probability"].to_numpy(), whole)
