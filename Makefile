@@ -36,6 +36,10 @@ demo: init ## set up, seed, run the pipeline end to end through Airflow and prin
 up: init ## Airflow standalone (UI :8080) + MLflow UI (:5000), examples off
 	@$(ENV) bash scripts/up.sh
 
+.PHONY: serve
+serve: setup ## online scoring of the champion on 127.0.0.1:5001 (DATASET=flights, PORT=5001; README "Online serving")
+	@$(ENV) python -m include.mlops.serving --dataset $(or $(DATASET),flights) --port $(or $(PORT),5001)
+
 test: setup ## run the test suite (unit, dags, e2e); needs no services
 	@$(ENV) bash scripts/test.sh -m "not integration"
 
