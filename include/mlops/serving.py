@@ -314,7 +314,7 @@ class FastPath:
                 out.append([np.nan if v is None else v for v in vals])
             else:
                 out.append([c.missing if v is None else c.codes.get(v, c.unknown) for v in vals])
-        return np.array(out, dtype=np.float64).T
+        return np.ascontiguousarray(np.array(out, dtype=np.float64).T)  # row-major, as ColumnTransformer's
 
     def predict_proba(self, values: list[list[Any]]) -> np.ndarray:
         """Probability of the positive class per row of checked request values."""

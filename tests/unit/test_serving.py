@@ -241,6 +241,7 @@ def test_without_the_alias_the_server_starts_and_says_why(small_spec, champion):
         assert "no alias 'nope'" in r.json()["message"]
 
 
+@pytest.mark.filterwarnings("ignore:Hint. Inferred schema contains integer column")
 def test_moving_the_alias_swaps_the_served_version(small_spec, champion, table, rows):  # noqa: F811
     """Promotion of a second version, then a rollback: the watcher (every 0.2 s) serves each in turn."""
     import mlflow
@@ -260,6 +261,7 @@ def test_moving_the_alias_swaps_the_served_version(small_spec, champion, table, 
             signature=mlflow.models.infer_signature(x.head(50), other.predict_proba(x.head(50))),
             registered_model_name="flights",
             serialization_format="cloudpickle",
+            pip_requirements=T._pip_requirements("cloudpickle"),  # inferring them takes seconds
         )
     v2 = str(info.registered_model_version)
     registry.set_model_version_tag("flights", v2, "threshold", "0.3")
