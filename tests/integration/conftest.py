@@ -2,6 +2,7 @@
 natively on this machine: fresh Postgres databases for Airflow, MLflow and the flights source, a claimed
 Redis DB as the Celery broker, `airflow db migrate`, then api-server, scheduler, dag-processor, triggerer,
 two Celery workers and an MLflow tracking server, each in its own process group with its log in a temp dir.
+The online serving process joins them (``Stack.start_serving``) once the test has promoted a champion.
 
 Everything is torn down at the end of the session, also when starting it or a test fails: process groups
 killed, databases dropped, the Redis DB flushed. The temp dir (logs) is kept when a test failed (or with
@@ -136,6 +137,7 @@ class Stack:
     logs: dict[str, Path] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    serving_url: str | None = None
     _token: str | None = None
 
     # -- processes ---------------------------------------------------------------------------------
@@ -183,6 +185,17 @@ class Stack:
             time.sleep(1.0)
         tails = "\n".join(self.tail(n) for n in logs)
         raise StackError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})\n{tails}")
+
+    def start_serving(self, reload_seconds: float = 1.0) -> str:
+        """Start the serving process (compose's `serving`) on a free loopback port, reading this stack's MLflow
+        server with its basic-auth credentials; its process group is torn down with the rest. Returns its URL."""
+        port = _free_port()
+        argv = topology.serving_command("127.0.0.1", port, reload_seconds=reload_seconds)
+        self.start(
+            topology.SERVING_SERVICE, argv, _process_env(topology.serving_env(self.mlflow_url, self.mlflow_credentials))
+        )
+        self.serving_url = f"http://127.0.0.1:{port}"
+        return self.serving_url
 
     # -- the Airflow REST API (v2, JWT) -----------------------------------------------------------------
     def token(self) -> str:

@@ -1,7 +1,8 @@
 """The production topology, natively: three weeks of January 2013 replayed through the REST API as a parallel
 backfill of `flights_ingest` on two Celery workers, then `flights_train` triggered by hand through the gate to
 promotion, on Postgres (Airflow metadata, Celery results, MLflow, the source), Redis (broker) and an MLflow
-tracking server with proxied artifacts. The assertions are what an operator checks after a deployment."""
+tracking server with proxied artifacts; the promoted champion is then served online (compose's `serving`).
+The assertions are what an operator checks after a deployment."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ MONITOR_DAG = "flights_monitor"
 @pytest.fixture(scope="module")
 def lifecycle(stack) -> dict:
     """Ingest (backfill, parallel) → train (manual) → score (on the validated events) → monitor. Bounded waits."""
+    import httpx
+
     out: dict = {"timings": stack.timings}
     t0 = time.monotonic()
     # flights_train stays paused while ingesting: a paused DAG's asset events are not queued, so the only
@@ -51,6 +54,13 @@ def lifecycle(stack) -> dict:
     stack.timings["train + gate + promote"] = round(time.monotonic() - t1, 1)
     # paused again: a retrain the monitor may request below must not start a second training run mid-test
     stack.api("PATCH", "/api/v2/dags/flights_train", json={"is_paused": True})
+    # online serving (compose's `serving`), started now that a champion exists: it loads it while the monitor runs
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in stack.mlflow_credentials.items():
+            mp.setenv(k, v)
+        out["champion_version"] = _champion_version(stack)
+    t_serving = time.monotonic()
+    stack.start_serving(reload_seconds=1.0)
 
     t2 = time.monotonic()
     stack.api("PATCH", f"/api/v2/dags/{MONITOR_DAG}", json={"is_paused": False})
@@ -61,6 +71,15 @@ def lifecycle(stack) -> dict:
     )
     stack.wait_for_runs(MONITOR_DAG, 1, timeout=180)
     stack.timings["monitor"] = round(time.monotonic() - t2, 1)
+
+    def serving_health() -> dict | None:
+        r = httpx.get(f"{stack.serving_url}/health", timeout=10)
+        ok = r.status_code == 200 and r.json()["model_version"] == out["champion_version"]
+        return r.json() if ok else None  # 503 until it has loaded the champion
+
+    out["serving_health"] = stack.wait("serving /health reports the champion", serving_health, 180,
+                                       logs=(topology.SERVING_SERVICE,))  # fmt: skip
+    stack.timings["serving up (from start)"] = round(time.monotonic() - t_serving, 1)
     out["task_instances"] = stack.task_instances()
     for task in ("extract", "validate", "build_features", "train", "evaluate", "promote"):
         durations = sorted(t["duration"] or 0 for t in out["task_instances"] if t["task_id"] == task)
@@ -68,6 +87,14 @@ def lifecycle(stack) -> dict:
             stack.timings[f"task {task} (median)"] = round(durations[len(durations) // 2], 1)
     print("\nintegration timings (s):", stack.timings, "| MLflow basic auth:", stack.mlflow_auth)
     return out
+
+
+def _champion_version(stack) -> str:
+    """The flights champion's version in the stack's MLflow registry (credentials from the environment)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=stack.mlflow_url, registry_uri=stack.mlflow_url)
+    return client.get_model_version_by_alias("flights", "champion").version
 
 
 def test_api_refuses_anonymous_requests(stack):
@@ -135,6 +162,61 @@ def test_champion_in_the_mlflow_server_registry(stack, lifecycle, monkeypatch):
     assert any((stack.tmp / "mlflow-artifacts").rglob("MLmodel")), "no model artifact behind the proxy"
 
 
+def test_serving_scores_like_the_champion(stack, lifecycle, monkeypatch):
+    """The serving process answers real feature rows of the scored day with the champion's own predict_proba,
+    bit for bit (serving.request_body sends the exact values), and names a missing column in a 422."""
+    import httpx
+    import numpy as np
+    import pandas as pd
+
+    from include.mlops import scoring, serving
+    from include.mlops.config import load_spec
+    from include.mlops.features import features_for_dates
+    from include.mlops.storage import Lake
+
+    for k, v in stack.mlflow_credentials.items():
+        monkeypatch.setenv(k, v)
+    # MLflow's models:/ artifact repository resolves versions with the process-wide registry URI, whatever
+    # download_artifacts is given: point it at the stack's server, not scripts/env.sh's local SQLite store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.mlflow_url)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    version = lifecycle["champion_version"]
+    health = lifecycle["serving_health"]
+    assert (health["status"], health["model_version"], health["last_error"]) == ("ok", version, None)
+    spec = load_spec("flights")
+    scoring.clear_cache()
+    champion = scoring.load_model(spec, f"models:/flights/{version}", tracking_uri=stack.mlflow_url)
+    scoring.clear_cache()
+    assert health["features"] == champion.features
+    frame = features_for_dates(Lake(str(stack.lake)), spec, LAST_DAY, LAST_DAY)[champion.features]
+    with_missing = frame[frame.isna().any(axis=1)].head(4)  # missing values take the model's missing branches
+    rows = pd.concat([with_missing, frame.drop(with_missing.index).sample(96, random_state=7)])
+
+    def invoke(batch: pd.DataFrame) -> httpx.Response:
+        def answered() -> httpx.Response | None:
+            r = httpx.post(f"{stack.serving_url}/invocations", content=serving.request_body(batch),
+                           headers={"Content-Type": "application/json"}, timeout=30)  # fmt: skip
+            return None if r.status_code == 503 else r  # a worker whose first alias check failed retries in 1 s
+
+        return stack.wait("serving /invocations", answered, 30, logs=(topology.SERVING_SERVICE,))
+
+    # one row and a few (the fast path's tree walk), a hundred (the classifier's own predict, off the event loop)
+    for batch in (rows.iloc[:1], rows.iloc[:8], rows):
+        r = invoke(batch)
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        expected = champion.model.predict_proba(batch)[:, 1]
+        np.testing.assert_array_equal(np.asarray(answer["predictions"], dtype="float64"), expected)
+        assert answer["labels"] == (expected >= champion.threshold).astype(int).tolist()
+        assert answer["model_version"] == version
+
+    column = champion.features[0]
+    r = invoke(rows.iloc[:2].drop(columns=[column]))
+    assert r.status_code == 422, r.text
+    assert r.json()["error_code"] == "INVALID_INPUT"
+    assert repr(column) in r.json()["message"], r.json()
+
+
 def test_drift_report_in_the_lake(stack, lifecycle):
     from include.mlops.storage import Lake
 
@@ -155,3 +237,6 @@ def test_components_still_healthy(stack, lifecycle):
         "triggerer": "healthy",
         "dag_processor": "healthy",
     }
+    serving = httpx.get(f"{stack.serving_url}/health", timeout=10)
+    assert serving.status_code == 200, serving.text
+    assert serving.json()["model_version"] == lifecycle["champion_version"]

@@ -56,6 +56,22 @@ authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 auth_cache_ttl_seconds = 60
 """
 
+# Online scoring of the flights champion (include/mlops/serving.py), not an Airflow component: compose runs it
+# with the image's own entrypoint bypassed. The command without its address (`--host`, `--port`), which each
+# deployment sets: compose 0.0.0.0:5001 in its container, natively a free loopback port.
+SERVING_SERVICE = "serving"
+SERVING_COMMAND = ("python", "-m", "include.mlops.serving", "--dataset", "flights", "--workers", "2")
+SERVING_ADDRESS_FLAGS = ("--host", "--port")
+SERVING_PORT = 5001  # compose's
+# Flags only the native process gets, each with the reason compose does without it.
+SERVING_NATIVE_FLAGS: dict[str, str] = {
+    "--reload-seconds": "the test waits for the promoted champion; production re-checks the alias every 30 s",
+}
+# Its environment, in both deployments: the registry it reads through (with basic-auth credentials), one compute
+# thread per worker process.
+SERVING_FIXED_ENV: dict[str, str] = {"OMP_NUM_THREADS": "1"}
+SERVING_ENV: tuple[str, ...] = (*SERVING_FIXED_ENV, "MLFLOW_TRACKING_URI", *MLFLOW_CLIENT_AUTH_ENV)
+
 # Celery `imports`: modules each worker imports once at startup, before it forks its pool. Airflow forks every
 # task process from the pool, so tasks start with these already loaded: importing GX alone costs ~10 s of CPU,
 # which every validate task would pay otherwise. Passed as `[celery] extra_celery_config`.
@@ -202,3 +218,14 @@ def native_env(
 def worker_env(service: str, log_server_port: int) -> dict[str, str]:
     """What one native Celery worker adds: its name (for the hostname callable) and its own log-server port."""
     return {WORKER_NAME_ENV: service, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_server_port)}
+
+
+def serving_command(host: str, port: int, reload_seconds: float | None = None) -> list[str]:
+    """The serving process's argv: the shared command at an address (natively also a short alias re-check)."""
+    argv = [*SERVING_COMMAND, SERVING_ADDRESS_FLAGS[0], host, SERVING_ADDRESS_FLAGS[1], str(port)]
+    return argv + (["--reload-seconds", str(reload_seconds)] if reload_seconds is not None else [])
+
+
+def serving_env(mlflow_url: str, mlflow_credentials: dict[str, str] | None = None) -> dict[str, str]:
+    """The settings the natively started serving process gets (the caller adds PATH, PYTHONPATH and the like)."""
+    return SERVING_FIXED_ENV | {"MLFLOW_TRACKING_URI": mlflow_url} | (mlflow_credentials or {})

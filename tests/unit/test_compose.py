@@ -51,7 +51,8 @@ def interpolate(value: str, required: str = "x") -> str:
 
 
 def test_services_are_the_topology():
-    expected = {*topology.AIRFLOW_COMPONENTS, topology.MLFLOW_SERVICE, "postgres", "redis", "airflow-init"}
+    expected = {*topology.AIRFLOW_COMPONENTS, topology.MLFLOW_SERVICE, topology.SERVING_SERVICE, "postgres", "redis",
+                "airflow-init"}  # fmt: skip
     assert expected <= set(SERVICES), expected - set(SERVICES)
     workers = [name for name in SERVICES if command(name)[:2] == ["celery", "worker"]]
     assert workers == list(topology.WORKERS)
@@ -126,6 +127,34 @@ def test_mlflow_server_is_the_topology():
     assert f"mlflow-artifacts:{destination}" in SERVICES[topology.MLFLOW_SERVICE]["volumes"]
 
 
+def test_serving_runs_the_same_command():
+    cmd = command(topology.SERVING_SERVICE)
+    address = {cmd[i]: cmd[i + 1] for i, arg in enumerate(cmd) if arg in topology.SERVING_ADDRESS_FLAGS}
+    shared = [arg for i, arg in enumerate(cmd) if arg not in address and (i == 0 or cmd[i - 1] not in address)]
+    assert tuple(shared) == topology.SERVING_COMMAND
+    assert address == {"--host": "0.0.0.0", "--port": str(topology.SERVING_PORT)}
+    assert f"127.0.0.1:{topology.SERVING_PORT}:{topology.SERVING_PORT}" in SERVICES[topology.SERVING_SERVICE]["ports"]
+    native = topology.serving_command("127.0.0.1", 1, reload_seconds=1.0)
+    assert native[: len(topology.SERVING_COMMAND)] == list(topology.SERVING_COMMAND)
+    assert {a for a in native if a.startswith("--")} - set(cmd) == set(topology.SERVING_NATIVE_FLAGS)
+    source = (REPO / "include" / "mlops" / "serving.py").read_text()
+    for flag in (*topology.SERVING_ADDRESS_FLAGS, *topology.SERVING_NATIVE_FLAGS, "--dataset", "--workers"):
+        assert f'"{flag}"' in source, f"serving has no {flag} flag"
+
+
+def test_serving_settings_are_the_topology():
+    e = env(topology.SERVING_SERVICE)
+    native = topology.serving_env("http://m:1", dict.fromkeys(topology.MLFLOW_CLIENT_AUTH_ENV, "x"))
+    assert set(e) == set(topology.SERVING_ENV) == set(native)
+    for name, value in topology.SERVING_FIXED_ENV.items():
+        assert e[name] == native[name] == value, name
+    tracking = urlsplit(interpolate(e["MLFLOW_TRACKING_URI"]))
+    assert tracking.hostname == topology.MLFLOW_SERVICE
+    assert f"{tracking.hostname}:{tracking.port}" in env(topology.MLFLOW_SERVICE)["MLFLOW_SERVER_ALLOWED_HOSTS"]
+    assert e["MLFLOW_TRACKING_USERNAME"] == topology.ADMIN_USER  # the auth app's admin_username
+    assert "${MLFLOW_AUTH_ADMIN_PASSWORD:?" in e["MLFLOW_TRACKING_PASSWORD"]  # its admin password, from .env
+
+
 def test_mlflow_settings_are_mlflows_own_environment_variables():
     from mlflow.cli import server
 
@@ -184,6 +213,7 @@ def test_long_running_services_have_healthchecks():
     assert "DagProcessorJob" in probe["airflow-dag-processor"]
     assert "TriggererJob" in probe["airflow-triggerer"]
     assert "/health" in probe[topology.MLFLOW_SERVICE]
+    assert f"localhost:{topology.SERVING_PORT}/health" in probe[topology.SERVING_SERVICE]
     for worker in topology.WORKERS:
         assert "inspect ping" in probe[worker]
 
@@ -201,6 +231,7 @@ def test_start_order():
         for dep in ("airflow-scheduler", "airflow-apiserver", topology.MLFLOW_SERVICE):
             assert c[dep] == "service_healthy", (worker, dep)
     assert conditions(topology.MLFLOW_SERVICE)["airflow-init"] == "service_completed_successfully"  # its DBs
+    assert conditions(topology.SERVING_SERVICE)[topology.MLFLOW_SERVICE] == "service_healthy"  # the registry
     for service in SERVICES:
         for dep, cond in conditions(service).items():
             if cond == "service_healthy":
