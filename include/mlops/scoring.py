@@ -145,10 +145,15 @@ def _load(model_uri: str, tracking_uri: str, spec: DatasetSpec) -> tuple[Any, li
     import mlflow.sklearn
     from mlflow.models import Model
 
+    artifact_uri = model_uri
+    if model_uri.startswith("models:/"):
+        # Where the version's files live, asked of THIS registry: MLflow's own models:/ resolution inside
+        # download_artifacts consults the process-wide registry (MLFLOW_TRACKING_URI), not the URI passed in,
+        # so a caller pointing at another server (a test, a tool) would get that registry's version.
+        name, _, version = model_uri.removeprefix("models:/").strip("/").partition("/")
+        artifact_uri = _client(tracking_uri).get_model_version_download_uri(name, version)
     with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=model_uri, dst_path=tmp, tracking_uri=tracking_uri, registry_uri=tracking_uri
-        )
+        local = mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=tmp, tracking_uri=tracking_uri)
         info = Model.load(local)
         try:
             model = mlflow.sklearn.load_model(local)

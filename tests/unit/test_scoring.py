@@ -204,3 +204,25 @@ def test_long_frames_are_predicted_in_slices_with_the_same_result(small_spec, la
     assert len(rows) > 3 * 97
     np.testing.assert_array_equal(S.predict(model, rows), whole)
     np.testing.assert_array_equal(S.score_frame(small_spec, model, rows)["probability"].to_numpy(), whole)
+
+
+def test_load_model_reads_the_registry_it_is_given(small_spec, champion, tmp_path, monkeypatch):
+    """The process-wide tracking URI points at another (empty) store: the version is still found and
+    downloaded from the registry named by ``tracking_uri``."""
+    import mlflow
+
+    other = f"sqlite:///{tmp_path}/other.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", other)
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(other)
+    mlflow.set_registry_uri(other)
+    S.clear_cache()
+    try:
+        model = S.load_model(small_spec, tracking_uri=champion["uri"])
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+        S.clear_cache()
+    assert model.version == champion["version"]
+    assert model.uri == f"models:/flights/{champion['version']}"
