@@ -172,6 +172,12 @@ class TrainingSpec(_Model):
     seed: int = 42
     candidates: list[CandidateSpec] = Field(min_length=1)
     reference_sample_rows: int = Field(default=5000, gt=0)
+    max_fit_rows: int = Field(
+        default=2_000_000,
+        ge=10_000,
+        description="candidates are fitted on a seeded random sample of at most this many training rows "
+        "(validation, test, threshold and gate always use every row)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainingSpec:

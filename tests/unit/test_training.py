@@ -91,6 +91,19 @@ def test_threshold_maximises_f1():
     assert f1_score(y, (p >= t).astype(int)) == pytest.approx(best)
 
 
+def test_fit_rows_caps_the_rows_a_candidate_is_fitted_on(small_spec, table):
+    """Up to training.max_fit_rows every row; above it a seeded sample of exactly that many, in row order."""
+    assert T.fit_rows(small_spec, table) is table  # 13k rows: far below the flights spec's 2 M
+    big = pd.concat([table] * 3, ignore_index=True)
+    capped = small_spec.model_copy(update={"training": small_spec.training.model_copy(update={"max_fit_rows": 10_000})})
+    sample = T.fit_rows(capped, big)
+    assert len(sample) == 10_000
+    assert sample.index.is_monotonic_increasing
+    assert sample.index.is_unique
+    pd.testing.assert_frame_equal(sample, T.fit_rows(capped, big))  # the same rows on every run
+    pd.testing.assert_frame_equal(sample, big.loc[sample.index])
+
+
 def test_search_is_reproducible_with_the_same_seed(small_spec, table):
     a = T.search_candidates(small_spec, table, seed=7, candidates=["hgb"])
     b = T.search_candidates(small_spec, table, seed=7, candidates=["hgb"])
