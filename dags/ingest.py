@@ -55,7 +55,7 @@ def build(spec: DatasetSpec):
         },
     )
     def ingest():
-        @task
+        @task(multiple_outputs=False)
         def extract(params=None, **context) -> dict:
             """Land the day's source rows (or the given file) in raw/."""
             from airflow.sdk.exceptions import AirflowFailException
@@ -74,7 +74,7 @@ def build(spec: DatasetSpec):
                 raise AirflowFailException(f"input refused - {exc}") from None
             return raw.as_dict() | {"start": start.isoformat(), "end": end.isoformat()}
 
-        @task(outlets=[validated])
+        @task(multiple_outputs=False, outlets=[validated])
         def validate(raw: dict, outlet_events=None, **context) -> dict:
             """Validate with GX; publish validated rows, quarantine the rest with reasons."""
             from datetime import date

@@ -64,7 +64,7 @@ def build(spec: DatasetSpec):
         },
     )
     def monitor_dag():
-        @task
+        @task(multiple_outputs=False)
         def monitor(params=None, **context) -> dict:
             """Drift and delayed-label performance of the champion; reports to the lake, MLflow, Evidently."""
             from airflow.sdk.exceptions import AirflowSkipException
@@ -82,7 +82,7 @@ def build(spec: DatasetSpec):
             print(f"monitor {day}: {result.metrics}\nreport: {result.uris.get('html')}")
             return result.as_dict()
 
-        @task
+        @task(multiple_outputs=False)
         def decide(result: dict, **context) -> dict:
             """The retrain policy (debounced; blocked while training runs); the decision is recorded."""
             from include.mlops import monitoring
@@ -108,7 +108,7 @@ def build(spec: DatasetSpec):
             subject = f"[mlops] {spec.name} monitor {decision['day']}: {', '.join(decision['triggers'])} ({what})"
             return send_alert(subject, "\n".join(decision["reasons"]) + f"\nreport: {decision.get('report_uri')}")
 
-        @task(outlets=[retrain])
+        @task(multiple_outputs=False, outlets=[retrain])
         def request_retrain(decision: dict, outlet_events=None) -> dict:
             """Emit the retrain Asset event that the training DAG is scheduled on (only when decided)."""
             from airflow.sdk.exceptions import AirflowSkipException

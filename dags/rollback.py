@@ -50,7 +50,7 @@ def build(spec: DatasetSpec):
         },
     )
     def rollback_dag():
-        @task(outlets=[champion])
+        @task(multiple_outputs=False, outlets=[champion])
         def rollback(params=None, outlet_events=None, **context) -> dict:
             """Move champion back; refuse unknown or never-approved versions."""
             from airflow.sdk.exceptions import AirflowFailException

@@ -113,7 +113,7 @@ def build(spec: DatasetSpec):
             print(f"training plan: {p}")
             return p if p["due"] else None
 
-        @task
+        @task(multiple_outputs=False)
         def build_features(p: dict, **context) -> dict:
             """Materialise (or reuse) the feature table of the window."""
             from include.mlops import features
@@ -121,7 +121,7 @@ def build(spec: DatasetSpec):
 
             return features.materialize_features(spec, Lake(), p["start"], p["end"], run_id=context["run_id"]).as_dict()
 
-        @task
+        @task(multiple_outputs=False)
         def train(p: dict, table: dict, params=None, **context) -> dict:
             """Train the candidates under MLflow; register the best as the challenger."""
             from include.mlops import features, training
@@ -136,7 +136,7 @@ def build(spec: DatasetSpec):
             )  # fmt: skip
             return result.as_dict()
 
-        @task
+        @task(multiple_outputs=False)
         def evaluate(trained: dict) -> dict:
             """The gate: challenger vs champion on the same window; report saved, logged, tagged."""
             from include.mlops import evaluation
@@ -153,7 +153,7 @@ def build(spec: DatasetSpec):
                 return "reject"
             return "approve" if spec.gate.require_approval else "promote"
 
-        @task(outlets=[champion], trigger_rule="none_failed_min_one_success")
+        @task(multiple_outputs=False, outlets=[champion], trigger_rule="none_failed_min_one_success")
         def promote(report: dict, outlet_events=None, **context) -> dict:
             """Move alias champion to the challenger; audited; emits the champion Asset event."""
             from include.mlops import registry
@@ -166,7 +166,7 @@ def build(spec: DatasetSpec):
             outlet_events[champion].extra = {"version": entry.to_version, "previous": entry.from_version}
             return entry.as_dict()
 
-        @task
+        @task(multiple_outputs=False)
         def reject(report: dict, **context) -> dict:
             """Tag the version rejected with its reasons; the champion stays; alert."""
             from include.mlops import registry

@@ -77,6 +77,9 @@ def test_conventions(dagbag):
         for task in dag.tasks:
             assert task.owner not in (None, "", "airflow"), f"{dag_id}.{task.task_id} has no owner"
             assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
+            # A task returning a dict pushes one XCom, not one per key (TaskFlow infers multiple_outputs from
+            # `-> dict`: ~8 extra XCom writes per task, each a round trip to the execution API).
+            assert not getattr(task, "multiple_outputs", False), f"{dag_id}.{task.task_id} pushes an XCom per key"
 
 
 def test_manual_params_have_descriptions(dagbag):
