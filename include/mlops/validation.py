@@ -400,17 +400,16 @@ def _merge_parts(n: int, per_part: list[tuple[int, list[int], list[Outcome]]]) -
             found[i].append((rows, o))
     merged = []
     for parts in found:
-        os_: list = parts
-        first = os_[0][1]
-        if len(os_) == 1:
+        first = parts[0][1]
+        if len(parts) == 1:
             merged.append(first)
             continue
-        if not all(o.success for _, o in os_):  # counts matter: a chunk that passed had none unexpected
-            os_ = [
-                (r, dataclasses.replace(o, element_count=r, unexpected_count=0) if o.element_count is None else o)
-                for r, o in os_
-            ]
-        os_ = [o for _, o in os_]
+        failed = not all(o.success for _, o in parts)
+        # Counts matter only when it failed; a chunk that passed then had none unexpected.
+        os_ = [
+            dataclasses.replace(o, element_count=r, unexpected_count=0) if failed and o.element_count is None else o
+            for r, o in parts
+        ]
 
         def total(key: str, os_: list[Outcome] = os_) -> int | None:
             values = [getattr(o, key) for o in os_]
@@ -420,7 +419,7 @@ def _merge_parts(n: int, per_part: list[tuple[int, list[int], list[Outcome]]]) -
         merged.append(
             dataclasses.replace(
                 first,
-                success=all(o.success for o in os_),
+                success=not failed,
                 element_count=total("element_count"),
                 unexpected_count=total("unexpected_count"),
                 observed=next((o.observed for o in os_ if o.observed is not None), None),
