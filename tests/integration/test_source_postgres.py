@@ -30,9 +30,9 @@ def pg_url():
 
 
 def test_seed_reseed_and_extract_on_postgres(pg_url, spec, nyc):
-    first = seed_source(pg_url)
+    first = seed_source(spec, pg_url)
     assert first.rows["flights"] == len(nyc["flights"]) == 336_776
-    again = seed_source(pg_url)  # idempotent: tables replaced, not appended
+    again = seed_source(spec, pg_url)  # idempotent: tables replaced, not appended
     assert again.rows == first.rows
     engine = sa.create_engine(pg_url)
     with engine.connect() as c:

@@ -258,7 +258,7 @@ def lake(tmp_path_factory, nyc) -> Lake:
 @pytest.fixture(scope="module")
 def table(spec, nyc) -> pd.DataFrame:
     flights, weather = _days(nyc, "2013-01-01", "2013-01-12")
-    df = F.build_features(spec, flights, weather, nyc["planes"])
+    df = F.build_features(spec, {"flights": flights, "weather": weather, "planes": nyc["planes"]})
     return df[df["delayed"].notna()].reset_index(drop=True)
 
 

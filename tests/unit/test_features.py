@@ -13,6 +13,7 @@ from include.mlops.config import FeatureSpec
 from include.mlops.storage import Lake
 
 DTYPES = {"int": "int64", "float": "float64", "category": "object"}
+PRIOR = 20.0  # the flights spec smooths its delay rates with 20 pseudo flights
 
 
 def days(nyc: dict, first: str, last: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -21,6 +22,10 @@ def days(nyc: dict, first: str, last: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     keep_f = (f["flight_date"] >= first) & (f["flight_date"] <= last)
     keep_w = (w["flight_date"] >= first) & (w["flight_date"] <= last)
     return f[keep_f].reset_index(drop=True), w[keep_w].reset_index(drop=True)
+
+
+def with_feature(spec, feature: FeatureSpec):
+    return spec.model_copy(update={"features": [*spec.features, feature]})
 
 
 def write_days(lake: Lake, nyc: dict, first: str, last: str) -> None:
@@ -63,7 +68,11 @@ def test_label_follows_the_spec_rules(spec, dep_time, arr_delay, expected):
     [("positive", "exclude", [1.0, np.nan]), ("negative", "negative", [0.0, 0.0])],
 )
 def test_label_rules_are_configurable(spec, cancelled, diverted, expected):
-    s = spec.model_copy(update={"label": spec.label.model_copy(update={"cancelled": cancelled, "diverted": diverted})})
+    rules = [
+        spec.label.rules[0].model_copy(update={"then": cancelled}),
+        spec.label.rules[1].model_copy(update={"then": diverted}),
+    ]
+    s = spec.model_copy(update={"label": spec.label.model_copy(update={"rules": rules})})
     y = F.label(s, pd.DataFrame({"dep_time": [np.nan, 600.0], "arr_delay": [np.nan, np.nan]}))
     np.testing.assert_equal(y.to_numpy(), expected)
 
@@ -76,7 +85,7 @@ def test_label_without_its_columns_raises(spec):
 # -- build_features ------------------------------------------------------------------------------------
 def test_feature_table_has_exactly_the_spec_columns_and_dtypes(spec, nyc):
     flights, weather = days(nyc, "2013-01-01", "2013-01-03")
-    df = F.build_features(spec, flights, weather, nyc["planes"])
+    df = F.build_features(spec, {"flights": flights, "weather": weather, "planes": nyc["planes"]})
     assert list(df.columns) == [*dict.fromkeys([*spec.entity_keys, *spec.feature_names]), "delayed"]
     for f in spec.features:
         assert str(df[f.name].dtype) == DTYPES[f.dtype], f.name
@@ -87,7 +96,7 @@ def test_feature_table_has_exactly_the_spec_columns_and_dtypes(spec, nyc):
 
 def test_weather_and_plane_age_are_joined_on_the_departure_hour(spec, nyc):
     flights, weather = days(nyc, "2013-01-01", "2013-01-02")
-    df = F.build_features(spec, flights, weather, nyc["planes"])
+    df = F.build_features(spec, {"flights": flights, "weather": weather, "planes": nyc["planes"]})
     i = int(np.flatnonzero((flights["tailnum"] == "N14228").to_numpy())[0])
     row, fl = df.iloc[i], flights.iloc[i]
     w = weather[(weather["origin"] == fl["origin"]) & (weather["time_hour"] == fl["time_hour"])].iloc[0]
@@ -100,7 +109,7 @@ def test_weather_and_plane_age_are_joined_on_the_departure_hour(spec, nyc):
 
 def test_delay_rates_equal_a_brute_force_28_day_window(spec, nyc):
     flights, weather = days(nyc, "2013-01-01", "2013-02-15")
-    df = F.build_features(spec, flights, weather, nyc["planes"])
+    df = F.build_features(spec, {"flights": flights, "weather": weather, "planes": nyc["planes"]})
     f = flights.assign(y=F.label(spec, flights), d=pd.to_datetime(flights["flight_date"]))
     for i in np.random.default_rng(0).choice(np.flatnonzero(f["d"] >= "2013-01-20"), 20, replace=False):
         r = f.iloc[i]
@@ -112,15 +121,15 @@ def test_delay_rates_equal_a_brute_force_28_day_window(spec, nyc):
             "origin_delay_rate": win["origin"] == r["origin"],
         }.items():
             sub = win.loc[mask, "y"]
-            expected = (sub.sum() + F.PRIOR_STRENGTH * prior) / (len(sub) + F.PRIOR_STRENGTH)
+            expected = (sub.sum() + PRIOR * prior) / (len(sub) + PRIOR)
             assert df[name].iloc[i] == pytest.approx(expected), (name, r["flight_date"])
 
 
 def test_rates_use_history_and_are_nan_without_any(spec, nyc):
     flights, weather = days(nyc, "2013-01-10", "2013-01-10")
     history, _ = days(nyc, "2013-01-01", "2013-01-09")
-    without = F.build_features(spec, flights, weather, nyc["planes"])
-    with_history = F.build_features(spec, flights, weather, nyc["planes"], history)
+    without = F.build_features(spec, {"flights": flights, "weather": weather, "planes": nyc["planes"]})
+    with_history = F.build_features(spec, {"flights": flights, "weather": weather, "planes": nyc["planes"]}, history)
     assert without["carrier_delay_rate"].isna().all()
     for name in ("route_delay_rate", "carrier_delay_rate", "origin_delay_rate"):
         assert without[name].isna().all()
@@ -129,13 +138,13 @@ def test_rates_use_history_and_are_nan_without_any(spec, nyc):
 
 def test_features_of_a_day_do_not_see_labels_of_that_day_or_later(spec, nyc):
     flights, weather = days(nyc, "2013-01-01", "2013-01-20")
-    clean = F.build_features(spec, flights, weather, nyc["planes"])
+    clean = F.build_features(spec, {"flights": flights, "weather": weather, "planes": nyc["planes"]})
     poisoned_flights = flights.copy()
     later = (poisoned_flights["flight_date"] >= "2013-01-15").to_numpy()
     # Every flight from day D on "departed" and arrived 500 minutes late.
     poisoned_flights.loc[later, "arr_delay"] = 500.0
     poisoned_flights.loc[later, "dep_time"] = 900.0
-    poisoned = F.build_features(spec, poisoned_flights, weather, nyc["planes"])
+    poisoned = F.build_features(spec, {"flights": poisoned_flights, "weather": weather, "planes": nyc["planes"]})
 
     day_d = (flights["flight_date"] == "2013-01-15").to_numpy()
     cols = [c for c in clean.columns if c != "delayed"]
@@ -155,31 +164,40 @@ def test_history_on_or_after_the_window_is_ignored(spec, nyc):
     history, _ = days(nyc, "2013-01-01", "2013-01-12")
     late = (history["flight_date"] >= "2013-01-10").to_numpy()
     history.loc[late, "arr_delay"] = 500.0
-    a = F.build_features(spec, flights, weather, nyc["planes"], history)
-    b = F.build_features(spec, flights, weather, nyc["planes"], history[~late])
+    a = F.build_features(spec, {"flights": flights, "weather": weather, "planes": nyc["planes"]}, history)
+    b = F.build_features(spec, {"flights": flights, "weather": weather, "planes": nyc["planes"]}, history[~late])
     pd.testing.assert_frame_equal(a, b)
 
 
 def test_a_feature_the_module_cannot_compute_is_refused(spec, nyc):
     flights, weather = days(nyc, "2013-01-01", "2013-01-01")
-    bogus = FeatureSpec(name="gate_number", dtype="int", description="not in the data", computed="nowhere")
+    bogus = FeatureSpec(name="gate_number", dtype="int", description="not in the data")
     with pytest.raises(F.FeatureError, match="gate_number"):
-        F.build_features(spec.model_copy(update={"features": [*spec.features, bogus]}), flights, weather, nyc["planes"])
-    leak = FeatureSpec(name="arr_delay", dtype="float", description="the label", computed="flights.arr_delay")
+        F.build_features(
+            spec.model_copy(update={"features": [*spec.features, bogus]}),
+            {"flights": flights, "weather": weather, "planes": nyc["planes"]},
+        )
+    leak = FeatureSpec(name="arr_delay", dtype="float", description="the label")
     with pytest.raises(F.FeatureError, match="label"):
-        F.build_features(spec.model_copy(update={"features": [*spec.features, leak]}), flights, weather, nyc["planes"])
+        F.build_features(
+            spec.model_copy(update={"features": [*spec.features, leak]}),
+            {"flights": flights, "weather": weather, "planes": nyc["planes"]},
+        )
 
 
 def test_a_spec_feature_that_is_a_weather_column_is_joined(spec, nyc):
     flights, weather = days(nyc, "2013-01-01", "2013-01-01")
-    dewp = FeatureSpec(name="dewp", dtype="float", description="dew point", computed="weather")
-    df = F.build_features(spec.model_copy(update={"features": [*spec.features, dewp]}), flights, weather, nyc["planes"])
+    dewp = FeatureSpec(name="dewp", dtype="float", description="dew point", column="weather.dewp")
+    df = F.build_features(
+        spec.model_copy(update={"features": [*spec.features, dewp]}),
+        {"flights": flights, "weather": weather, "planes": nyc["planes"]},
+    )
     assert df["dewp"].notna().mean() > 0.9
 
 
 def test_full_year_builds_in_seconds(spec, nyc):
     t0 = time.perf_counter()
-    df = F.build_features(spec, nyc["flights"], nyc["weather"], nyc["planes"])
+    df = F.build_features(spec, {"flights": nyc["flights"], "weather": nyc["weather"], "planes": nyc["planes"]})
     assert len(df) == len(nyc["flights"]) == 336_776
     assert time.perf_counter() - t0 < 15
 

@@ -36,7 +36,7 @@ def table(spec, nyc) -> pd.DataFrame:
     """Real features of 2013-01-01 … 2013-01-16 (about 13k flights)."""
     f, w = nyc["flights"], nyc["weather"]
     keep_f, keep_w = f["flight_date"] <= "2013-01-16", w["flight_date"] <= "2013-01-16"
-    return F.build_features(spec, f[keep_f], w[keep_w], nyc["planes"])
+    return F.build_features(spec, {"flights": f[keep_f], "weather": w[keep_w], "planes": nyc["planes"]})
 
 
 # -- time split ----------------------------------------------------------------------------------------
