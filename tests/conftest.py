@@ -29,9 +29,11 @@ os.environ.update(
         "TQDM_DISABLE": "1",
     }
 )
-os.environ["AIRFLOW_CONN_FLIGHTS_SOURCE"] = json.dumps(
-    {"conn_type": "generic", "extra": {"sqlalchemy_url": os.environ["MLOPS_SOURCE_URL"]}}
-)
+# One source connection per shipped spec (as scripts/env.sh defines them), all on the test's source DB.
+for _conn in ("FLIGHTS_SOURCE", "PIZZAS_SOURCE"):
+    os.environ[f"AIRFLOW_CONN_{_conn}"] = json.dumps(
+        {"conn_type": "generic", "extra": {"sqlalchemy_url": os.environ["MLOPS_SOURCE_URL"]}}
+    )
 os.environ.pop("MLOPS_SPEC_DIR", None)
 (_TMP / "airflow").mkdir(parents=True)
 (_TMP / "landing").mkdir()

@@ -536,7 +536,6 @@ class DatasetSpec(_Model):
         forbidden = set(self.gate.forbidden_features)
         for i, f in enumerate(self.features):
             where = f"features[{i}] ({f.name})"
-            inputs: list[str] = []
             if f.name in (self.label.name, self.label.column):
                 problems.append(f"{where}: is the label: it cannot be a feature")
                 continue
@@ -547,7 +546,6 @@ class DatasetSpec(_Model):
                 )
             if f.kind == "column":
                 src = f.source_column
-                inputs.append(src)
                 if "." in src:
                     jname, col = src.split(".", 1)
                     if jname not in joins:
@@ -559,7 +557,6 @@ class DatasetSpec(_Model):
                     problems.append(f"{where}: {src!r} is not a column of {table}{how}")
             elif f.calendar is not None:
                 c = f.calendar
-                inputs.append(c.column)
                 kind = primary.get(c.column)
                 if kind is None:
                     problems.append(f"{where}: calendar column {c.column!r} is not a column of {table}")
@@ -573,7 +570,6 @@ class DatasetSpec(_Model):
                 names, errors = expr_names(f.expr)
                 problems += [f"{where}: expr: {e}" for e in errors]
                 for n in names:
-                    inputs.append(n)
                     jname, _, col = n.partition(".")
                     if col and jname not in joins:
                         problems.append(f"{where}: expr reads {n!r} but names no declared join")
@@ -588,18 +584,28 @@ class DatasetSpec(_Model):
                     problems.append(
                         f"{where}: a window counts days of time.column {self.time.column!r}, which is {tkind}"
                     )
-                inputs += w.by
                 problems += [f"{where}: window.by {k!r} is not a column of {table}" for k in w.by if k not in primary]
-                if w.of != "label":
-                    inputs.append(w.of)
-                    if primary.get(w.of) not in ("int", "float", "bool"):
-                        problems.append(f"{where}: window.of {w.of!r} is not a numeric column of {table} (or 'label')")
+                if w.of != "label" and primary.get(w.of) not in ("int", "float", "bool"):
+                    problems.append(f"{where}: window.of {w.of!r} is not a numeric column of {table} (or 'label')")
             elif f.function is not None and not self.module:
                 problems.append(f"{where}: function {f.function!r} needs the spec's module: (e.g. include.datasets.x)")
-            leaks = sorted(set(inputs) & (label_cols | forbidden))
+            leaks = sorted(set(self.feature_inputs(f)) & (label_cols | forbidden))
             if leaks:
                 problems.append(f"{where}: reads {leaks}: the label or a gate.forbidden_features column")
         return problems
+
+    def feature_inputs(self, f: FeatureSpec) -> list[str]:
+        """The columns a feature's declaration reads (``join.column`` for joined ones). A window's label is not
+        among them: a window reads only labels of earlier days, never its own row's."""
+        if f.kind == "column":
+            return [f.source_column]
+        if f.calendar is not None:
+            return [f.calendar.column]
+        if f.expr is not None:
+            return expr_names(f.expr)[0]
+        if f.window is not None:
+            return [*f.window.by, *([] if f.window.of == "label" else [f.window.of])]
+        return []  # a function of the dataset module: its code is the reviewer's to read
 
     @property
     def primary_columns(self) -> dict[str, str]:

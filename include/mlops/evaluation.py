@@ -244,10 +244,19 @@ def _at_most(name: str, value: float | None, threshold: float, what: str) -> Che
 
 
 def forbidden_in(spec: DatasetSpec, features: Sequence[str]) -> list[str]:
-    """Features a model must not use: the spec's forbidden list, the label column, anything named like the label."""
-    forbidden = {f.lower() for f in spec.gate.forbidden_features}
+    """Features a model must not use: the spec's forbidden list, the label and the columns it is decided from,
+    a declared feature that reads one of them (a window over earlier days' labels is point-in-time, so allowed),
+    and an undeclared feature named like the label."""
+    bad = {c.lower() for c in [*spec.gate.forbidden_features, spec.label.name, *spec.label.columns]}
     label_like = {spec.label.name.lower(), spec.label.column.lower()}
-    return sorted(f for f in features if f.lower() in forbidden or any(lab in f.lower() for lab in label_like))
+    declared = {f.name: f for f in spec.features}
+
+    def leaks(name: str) -> bool:
+        if name in declared:
+            return any(c.lower() in bad for c in spec.feature_inputs(declared[name]))
+        return any(lab in name.lower() for lab in label_like)
+
+    return sorted(f for f in features if f.lower() in bad or leaks(f))
 
 
 def _slice_check(spec: DatasetSpec, column: str, challenger: ModelEvidence) -> tuple[Check, dict[str, dict[str, Any]]]:

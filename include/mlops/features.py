@@ -138,6 +138,8 @@ def build_features(
     if not (isinstance(rows.index, pd.RangeIndex) and rows.index.start == 0 and rows.index.step == 1):
         rows = rows.reset_index(drop=True)  # (a copy: skipped when the index already is 0..n-1)
     _require(rows, [*spec.entity_keys, spec.time.column], f"table {primary_name!r}")
+    if rows.empty:  # a day with no rows (a closed shop): an empty table of the same columns and dtypes
+        return _empty_table(spec, with_label=has_label(spec, rows))
     days = _to_days(rows[spec.time.column])
     ctx = _Context(spec, rows, tables, days)
 
@@ -157,6 +159,16 @@ def build_features(
     for c in feature_columns(spec, with_label=with_label):
         out[c] = data.pop(c)
     return out
+
+
+_EMPTY_DTYPES = {"int": "int64", "float": "float64", "category": object}
+
+
+def _empty_table(spec: DatasetSpec, *, with_label: bool) -> pd.DataFrame:
+    dtypes = {f.name: _EMPTY_DTYPES[f.dtype] for f in spec.features} | {spec.label.name: "float64"}
+    return pd.DataFrame(
+        {c: pd.Series(dtype=dtypes.get(c, object)) for c in feature_columns(spec, with_label=with_label)}
+    )
 
 
 def _require(frame: pd.DataFrame, columns: list[str], where: str) -> None:
