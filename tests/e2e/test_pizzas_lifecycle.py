@@ -56,9 +56,7 @@ def story(airflow_db, pizzas, lake, module_mlflow):
     conf = {"window_end": TRAIN_END.isoformat(), "window_days": 21, "search_iterations": 2, "seed": 7}
     out["train"] = bag.get_dag("pizzas_train").test(logical_date=_at(SCORED), run_conf=conf)
     out["score"] = bag.get_dag("pizzas_score").test(logical_date=_at(SCORED), run_conf={"date": SCORED.isoformat()})
-    out["monitor"] = bag.get_dag("pizzas_monitor").test(
-        logical_date=_at(SCORED), run_conf={"date": SCORED.isoformat()}
-    )
+    out["monitor"] = bag.get_dag("pizzas_monitor").test(logical_date=_at(SCORED), run_conf={"date": SCORED.isoformat()})
     return out
 
 
