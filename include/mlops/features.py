@@ -144,7 +144,10 @@ def build_features(
     ctx = _Context(spec, rows, tables, days)
 
     data: dict[str, Any] = {key: rows[key] for key in spec.entity_keys}
-    data[spec.time.column] = _day_text(days)
+    # The time column holds the row's day (a datetime time column keeps its instant: it may be an entity key).
+    data[spec.time.column] = (
+        _day_text(days) if spec.primary_columns[spec.time.column] == "date" else rows[spec.time.column]
+    )
     windows = [f for f in spec.features if f.window is not None]
     computed = _windows(spec, rows, days, history, windows) if windows else {}
     for f in spec.features:  # each intermediate is dropped once cast: at 10 M rows each is ~80 MB
@@ -466,7 +469,9 @@ def _windows(
 
 
 def _window_values(spec: DatasetSpec, frame: pd.DataFrame, of: str) -> pd.Series:
-    return label(spec, frame) if of == "label" else pd.to_numeric(frame[of], errors="coerce")
+    if of == "label":  # rows whose label is not known yet (a scoring frame) add nothing to later days' windows
+        return label(spec, frame) if has_label(spec, frame) else pd.Series(np.nan, index=frame.index)
+    return pd.to_numeric(frame[of], errors="coerce")
 
 
 def _rolling(
@@ -533,14 +538,17 @@ def _local_instants(values: pd.Series, tz: str) -> pd.DatetimeIndex:
     """Wall-clock times in ``tz``: aware values converted, naive values taken as already local."""
     codes, uniques = pd.factorize(values)
     text = pd.Index(uniques).astype(str)
+    aware = np.asarray(text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True))
     try:
-        parsed = pd.to_datetime(text, format="ISO8601")
-        parsed = parsed.tz_convert(tz).tz_localize(None) if parsed.tz is not None else parsed
-    except (ValueError, TypeError):  # mixed naive and aware text
-        try:
-            parsed = pd.to_datetime(text, format="ISO8601", utc=True).tz_convert(tz).tz_localize(None)
-        except ValueError as exc:
-            raise FeatureError(f"column {values.name!r} holds values that are not ISO 8601 times: {exc}") from None
+        parsed = pd.Series(pd.NaT, index=range(len(text)), dtype="datetime64[ns]")
+        if aware.any():
+            utc = pd.to_datetime(text[aware], format="ISO8601", utc=True)
+            parsed[aware] = utc.tz_convert(tz).tz_localize(None).as_unit("ns")
+        if (~aware).any():
+            parsed[~aware] = pd.to_datetime(text[~aware], format="ISO8601").as_unit("ns")
+        parsed = pd.DatetimeIndex(parsed)
+    except (ValueError, TypeError) as exc:
+        raise FeatureError(f"column {values.name!r} holds values that are not ISO 8601 times: {exc}") from None
     out = parsed[np.maximum(codes, 0)]
     return out.where(codes >= 0)
 

@@ -64,12 +64,18 @@ class TrainingError(ValueError):
 
 
 # -- split ---------------------------------------------------------------------------------------------
+def day_of(values: pd.Series) -> pd.Series:
+    """The ISO day of each value of a time column (a date, or a datetime whose first 10 characters are its day)."""
+    return values.astype(str).str.slice(0, 10)
+
+
 def time_split(df: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Split by date: the last ``test_days`` dates are test, the ``validation_days`` before validation."""
     col, t = spec.time.column, spec.training
     if col not in df.columns:
         raise TrainingError(f"feature table has no time column {col!r}")
-    dates = np.sort(df[col].astype(str).unique())
+    d = day_of(df[col])
+    dates = np.sort(d.unique())
     needed = t.validation_days + t.test_days + 1
     if len(dates) < needed:
         raise TrainingError(
@@ -77,7 +83,6 @@ def time_split(df: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, pd.Da
             f"(validation_days={t.validation_days} + test_days={t.test_days} + 1 training day)"
         )
     test_from, valid_from = dates[-t.test_days], dates[-(t.test_days + t.validation_days)]
-    d = df[col].astype(str)
     train = df[d < valid_from]
     valid = df[(d >= valid_from) & (d < test_from)]
     test = df[d >= test_from]
@@ -428,7 +433,7 @@ def _data_digest(df: pd.DataFrame) -> str:
 
 
 def _split_info(df: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
-    d = df[spec.time.column].astype(str)
+    d = day_of(df[spec.time.column])
     return {"rows": len(df), "start": d.min(), "end": d.max(), "positive_rate": float(df[spec.label.name].mean())}
 
 
