@@ -30,8 +30,8 @@ init: setup ## migrate the Airflow metadata DB and create the data folders
 seed: setup ## (re)seed source tables from each spec's source.seed (DATASET=<name> for one; MLOPS_SOURCE_URL)
 	@$(ENV) python -m include.mlops seed-source $(if $(DATASET),--dataset $(DATASET))
 
-demo: init ## set up, seed, run the pipeline end to end through Airflow and print a summary
-	@$(ENV) python scripts/demo.py
+demo: init ## set up, seed, replay a dataset end to end through Airflow, print a summary (DATASET=flights)
+	@$(ENV) MLOPS_DEMO_DATASET=$(or $(DATASET),flights) python scripts/demo.py
 
 up: init ## Airflow standalone (UI :8080) + MLflow UI (:5000), examples off
 	@$(ENV) bash scripts/up.sh

