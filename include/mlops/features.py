@@ -523,10 +523,12 @@ def _day_text(days: pd.DatetimeIndex) -> np.ndarray:
 
 
 def _to_instants(values: pd.Series) -> np.ndarray:
-    """UTC instants (naive values are read as UTC), each distinct value parsed once."""
+    """UTC instants as naive ``datetime64[ns]`` (naive values are read as UTC), each distinct value parsed once.
+    (Not tz-aware: numpy holds those as Timestamp objects, ~1 µs a row to make and to hash.)"""
     codes, uniques = pd.factorize(values)
     try:
-        parsed = pd.to_datetime(pd.Index(uniques).astype(str), utc=True, format="ISO8601").to_numpy()
+        parsed = pd.to_datetime(pd.Index(uniques).astype(str), utc=True, format="ISO8601")
+        parsed = parsed.tz_convert(None).as_unit("ns").to_numpy()
     except ValueError as exc:
         raise FeatureError(f"column {values.name!r} holds values that are not ISO 8601 instants: {exc}") from None
     out = parsed[np.maximum(codes, 0)] if len(parsed) else np.full(len(codes), np.datetime64("NaT"), "M8[ns]")
