@@ -14,10 +14,10 @@ from datetime import date
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SPEC_DIR = Path(__file__).resolve().parents[1] / "config"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -175,6 +175,15 @@ CalendarPart = Literal["hour", "minute", "weekday", "is_weekend", "day", "month"
 TIME_OF_DAY_PARTS = ("hour", "minute")
 
 
+def _snake_case(v: str) -> str:
+    if not _NAME.match(v):
+        raise ValueError("names are lower_snake_case (letters, digits, _; a letter first)")
+    return v
+
+
+SnakeName = Annotated[str, AfterValidator(_snake_case)]
+
+
 class JoinSpec(_Model):
     """Columns of another table for each primary row: rows matched on exact keys, optionally as of a time.
 
@@ -184,19 +193,12 @@ class JoinSpec(_Model):
     row (duplicates keep the last).
     """
 
-    name: str
+    name: SnakeName
     table: str
     keys: dict[str, str] = Field(min_length=1, description="primary column -> column of the joined table")
     as_of: dict[str, str] | None = Field(default=None, description="{primary time column: table time column}")
     tolerance: str | None = Field(default=None, description="as-of only: how old a match may be, e.g. '2h', '1d'")
     description: str | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError("join names are lower_snake_case")
-        return v
 
     @model_validator(mode="after")
     def _check(self) -> JoinSpec:
@@ -247,7 +249,7 @@ class FeatureSpec(_Model):
     A feature that declares none of them is the primary column of the same name.
     """
 
-    name: str
+    name: SnakeName
     dtype: Literal["int", "float", "category"]
     description: str = Field(min_length=3)
     column: str | None = None
@@ -255,13 +257,6 @@ class FeatureSpec(_Model):
     expr: str | None = None
     window: WindowSpec | None = None
     function: str | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError("feature names are lower_snake_case")
-        return v
 
     @model_validator(mode="after")
     def _one_kind(self) -> FeatureSpec:
