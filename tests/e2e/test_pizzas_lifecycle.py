@@ -108,11 +108,18 @@ def test_monitor_judges_the_day(story, lake):
 
 
 def test_model_health_lists_the_champion(story, pizzas, lake, module_mlflow):
-    from include.mlops.health import model_health
+    from include.mlops.config import spec_paths
+    from include.mlops.health import PublicUrls, model_health
+    from include.mlops.health_html import render_page
 
     page = model_health(pizzas, lake, module_mlflow)
     assert page["dataset"] == "pizzas"
     assert page["champion"]["version"]
+    datasets = [p.stem for p in spec_paths()]  # what the plugin lists: every spec, the one picked marked
+    html = render_page(page, datasets, PublicUrls.from_env())
+    assert 'class="current">pizzas</a>' in html
+    assert ">flights</a>" in html
+    assert "<h1>Model health: pizzas</h1>" in html
 
 
 def test_champion_is_served_over_http(story, pizzas, lake, module_mlflow):

