@@ -206,7 +206,7 @@ def fetch_upload(spec: DatasetSpec, uri: str, roots: list[str] | None = None) ->
         raise InputRefused("unsupported_format", f"{uri!r}: expected one of {spec.source.file_formats}")
     limit = int(spec.source.max_file_mb * 1024 * 1024)
     if _is_local(uri):
-        return fmt, _read_local(uri, roots, limit, spec.source.max_file_mb)
+        return fmt, _check_header(uri, fmt, _read_local(uri, roots, limit, spec.source.max_file_mb))
     try:
         fs, path = fsspec.core.url_to_fs(uri)
         info = fs.info(path)
@@ -218,7 +218,39 @@ def fetch_upload(spec: DatasetSpec, uri: str, roots: list[str] | None = None) ->
         raise InputRefused(
             "file_too_large", f"{uri!r} is {info['size'] / 2**20:.2f} MiB, limit {spec.source.max_file_mb} MiB"
         )
-    return fmt, fs.cat_file(path)
+    return fmt, _check_header(uri, fmt, fs.cat_file(path))
+
+
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+
+
+def _check_header(uri: str, fmt: str, data: bytes) -> bytes:
+    """Refuse a file whose column names are not identifiers: a header is echoed into reports (GX Data Docs show
+    the columns of a failed schema check as HTML), so ``<script>`` there must never get that far. A header that
+    cannot be read is left to the parser, which names that problem."""
+    import re
+
+    names: list[str] = []
+    try:
+        if fmt == "csv":
+            import csv
+            import io
+
+            first = data.split(b"\n", 1)[0].decode("utf-8-sig")
+            names = next(csv.reader([first]), [])
+        elif fmt == "parquet":
+            import io
+
+            import pyarrow.parquet as pq
+
+            names = list(pq.read_schema(io.BytesIO(data)).names)
+    except Exception:  # unreadable: parse_upload rejects it with its own reason
+        return data
+    bad = [n for n in names if not re.fullmatch(_IDENTIFIER, n)]
+    if bad:
+        shown = ", ".join(repr(n[:40]) for n in bad[:5])
+        raise InputRefused("bad_header", f"{uri!r}: column names must be identifiers ({_IDENTIFIER}), not {shown}")
+    return data
 
 
 def _read_local(uri: str, roots: list[str], limit: int, limit_mb: float) -> bytes:

@@ -61,3 +61,30 @@ def _symlink_to(target, folder):
     link = folder / f".link-{uuid.uuid4().hex}"
     link.symlink_to(target)
     return link
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "carrier,</script><script>alert(1)</script>",
+        "carrier,<img src=x onerror=alert(1)>",
+        'carrier,"a b"',
+        "carrier,1x",
+    ],
+)
+def test_a_csv_header_that_is_not_identifiers_is_refused(spec, drop, header):  # noqa: F811
+    path = drop / "flights.csv"
+    path.write_text(f"{header}\nUA,1\n")
+    with pytest.raises(InputRefused, match=r"^bad_header: .*column names must be identifiers"):
+        fetch_upload(spec, str(path))
+
+
+def test_a_parquet_schema_that_is_not_identifiers_is_refused(spec, drop):  # noqa: F811
+    import pandas as pd
+
+    path = drop / "flights.parquet"
+    pd.DataFrame({"carrier": ["UA"], "<svg onload=alert(1)>": [1]}).to_parquet(path)
+    with pytest.raises(InputRefused, match=r"^bad_header: "):
+        fetch_upload(spec, str(path))
+    pd.DataFrame({"carrier": ["UA"], "dep_delay": [1]}).to_parquet(path)
+    assert fetch_upload(spec, str(path))[0] == "parquet"
