@@ -1,6 +1,7 @@
 """Online serving of the champion: the project's server (``python -m include.mlops.serving``, one uvicorn worker)
 on loopback, single-row requests from 1 and 4 concurrent clients (each a keep-alive HTTP connection, requests
-back to back), p50 / p99 latency as the client sees it. Goal: p99 <= 20 ms. Baseline: the same model's in-process
+back to back), p50 / p99 latency as the client sees it, with authentication on as in compose (every request carries
+the bearer token the server checks). Goal: p99 <= 20 ms. Baseline: the same model's in-process
 single-row ``predict`` (the pyfunc ``mlflow models serve`` wraps), p50 / p99 over as many calls. For contrast,
 ``mlflow models serve`` (env-manager local, one worker) answers the same row from the same clients (no goal).
 
@@ -18,6 +19,7 @@ import contextlib
 import http.client
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -75,9 +77,9 @@ def served(cmd: list[str], port: int, env: dict[str, str], log: Path, timeout: f
             proc.wait()
 
 
-def _client(port: int, body: bytes, n: int, out: list[float], answers: list[Any]) -> None:
+def _client(port: int, body: bytes, n: int, out: list[float], answers: list[Any], auth: dict[str, str]) -> None:
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **auth}
     for _ in range(n):
         t0 = time.perf_counter()
         c.request("POST", "/invocations", body=body, headers=headers)
@@ -90,12 +92,27 @@ def _client(port: int, body: bytes, n: int, out: list[float], answers: list[Any]
     c.close()
 
 
-def load_test(port: int, body: bytes, clients: int, requests: int) -> tuple[list[float], list[Any]]:
-    """``requests`` single-row requests spread over ``clients`` concurrent connections; latencies in s."""
+def _status(port: int, body: bytes) -> tuple[int, bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        c.request("POST", "/invocations", body=body, headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def load_test(
+    port: int, body: bytes, clients: int, requests: int, auth: dict[str, str] | None = None
+) -> tuple[list[float], list[Any]]:
+    """``requests`` single-row requests spread over ``clients`` concurrent connections (each sending the ``auth``
+    headers); latencies in s."""
     per = max(1, requests // clients)
     lat: list[list[float]] = [[] for _ in range(clients)]
     answers: list[Any] = []
-    threads = [threading.Thread(target=_client, args=(port, body, per, lat[i], answers)) for i in range(clients)]
+    threads = [
+        threading.Thread(target=_client, args=(port, body, per, lat[i], answers, auth or {})) for i in range(clients)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -152,6 +169,9 @@ def serve_and_measure(
     base_p50, base = percentile(local, 50) * 1e3, percentile(local, 99) * 1e3
     body = request_body(row)  # exact values (pandas' to_json would round them)
     env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri, MLFLOW_REGISTRY_URI=tracking_uri, OMP_NUM_THREADS="1")
+    token = secrets.token_urlsafe(32)  # ours runs with authentication on, as compose runs it
+    server_env = {"ours": env | {"MLOPS_SERVING_TOKEN": token}, "mlflow": env}
+    auth = {"ours": {"Authorization": f"Bearer {token}"}, "mlflow": {}}
     details: dict[str, Any] = {"in_process_ms": {"p50": base_p50, "p99": base, "calls": len(local)}}
     titles = {
         "ours": "serving: our server (`python -m include.mlops.serving`)",
@@ -162,11 +182,16 @@ def serve_and_measure(
         port = _free_port()
         requests = REQUESTS[server][which]
         t0 = time.perf_counter()
-        with served(server_commands(model_uri, port)[server], port, env, workdir / f"serve-{server}.log"):
+        log = workdir / f"serve-{server}.log"
+        with served(server_commands(model_uri, port)[server], port, server_env[server], log):
             side: dict[str, Any] = {"startup_s": round(time.perf_counter() - t0, 1)}
-            load_test(port, body, 1, 50)  # warm-up
+            if server == "ours":  # the token is really checked: without it, 401
+                refused, _ = _status(port, body)
+                if refused != 401:
+                    raise RuntimeError(f"our server answered {refused} to a request without its token")
+            load_test(port, body, 1, 50, auth[server])  # warm-up
             for clients in CONCURRENCY:
-                lat, answers = load_test(port, body, clients, requests)
+                lat, answers = load_test(port, body, clients, requests, auth[server])
                 got, want = np.asarray(answers[0]["predictions"]).ravel(), expected[server].ravel()
                 if not np.array_equal(got, want):
                     mismatches.append(f"serving ({server}): served prediction {got} != in-process {want}")
@@ -175,8 +200,9 @@ def serve_and_measure(
                 goal = GOAL if server == "ours" else None
                 figures.append(
                     figure(
-                        f"{titles[server]} single-row p99, {clients} concurrent client(s) on loopback "
-                        "(baseline: in-process pyfunc predict p99)",
+                        f"{titles[server]} single-row p99, {clients} concurrent client(s) on loopback"
+                        + (", auth on " if server == "ours" else " ")
+                        + "(baseline: in-process pyfunc predict p99)",
                         p99,
                         "ms",
                         base,

@@ -36,14 +36,28 @@ from airflow.sdk import BaseOperatorLink
 log = logging.getLogger(__name__)
 
 APP_PREFIX = "/mlops"  # = include.mlops.health.APP_PREFIX (not imported here: keep plugin loading light)
-# Reports may be framed by the UI only. (Not `sandbox`: a sandboxed page has an opaque origin, so the links inside
-# Data Docs, followed within the UI's iframe, would go without the session cookie and get 401.)
+SIGNED = "/r"  # capability URLs of reports: /mlops/r/<token>/reports/...
+# Reports run sandboxed (an opaque origin: no Airflow session, no same-origin API calls) and may be framed by the
+# UI only. The links they hold carry the signed prefix, so they work without the cookie.
 REPORT_HEADERS = {
     "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "frame-ancestors 'self'",
-    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": "sandbox allow-scripts allow-popups allow-downloads; frame-ancestors 'self'",
+    "Referrer-Policy": "no-referrer",  # the capability URL must not leak to a site a report links to
     "Cache-Control": "private, max-age=60",
+    "X-Robots-Tag": "noindex",
 }
+
+
+def report_key() -> bytes:
+    """The HMAC key of report URLs, derived from Airflow's ``[api] secret_key`` (every api-server shares it)."""
+    import hashlib
+
+    from airflow.configuration import conf
+
+    secret = conf.get("api", "secret_key", fallback="") or conf.get("api_auth", "jwt_secret", fallback="")
+    if not secret:
+        raise RuntimeError("[api] secret_key is not set: report links cannot be signed")
+    return hashlib.sha256(b"mlops-report-links\0" + secret.encode()).digest()
 
 
 def _api_base_url() -> str:
@@ -133,7 +147,7 @@ def build_app() -> Any:
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
     from airflow.api_fastapi.core_api.security import GetUserDep, get_user
-    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
     from include.mlops import health
@@ -141,13 +155,9 @@ def build_app() -> Any:
     from include.mlops.health_html import render_page
     from include.mlops.storage import Lake
 
-    app = FastAPI(
-        title="MLOps model health",
-        dependencies=[Depends(get_user)],  # 401 without a token, 403 with an invalid one
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-    )
+    app = FastAPI(title="MLOps model health", docs_url=None, redoc_url=None, openapi_url=None)
+    secured = APIRouter(dependencies=[Depends(get_user)])  # 401 without a token, 403 with an invalid one
+    key = report_key()
 
     def authorize(user: Any, dataset: str) -> None:
         if dataset not in _datasets():
@@ -170,41 +180,59 @@ def build_app() -> Any:
             raise HTTPException(500, f"dataset spec {dataset!r} is invalid: {exc}") from None
         return health.model_health(spec, Lake())
 
-    @app.get("/")
+    @secured.get("/")
     def index(request: Request) -> RedirectResponse:
         return RedirectResponse(f"{request.scope.get('root_path', '')}/health/")
 
-    @app.get("/health/", response_class=HTMLResponse)
+    @secured.get("/health/", response_class=HTMLResponse)
     def first_dataset(request: Request, user: GetUserDep) -> HTMLResponse:
         datasets = _datasets()
         if not datasets:
             raise HTTPException(404, "no dataset specs in include/config/")
         return dataset_page(datasets[0], request, user)
 
-    @app.get("/health/{dataset}", response_class=HTMLResponse)
+    @secured.get("/health/{dataset}", response_class=HTMLResponse)
     def dataset_page(dataset: str, request: Request, user: GetUserDep) -> HTMLResponse:
         authorize(user, dataset)
         return HTMLResponse(render_page(gather(dataset), _datasets(), page_urls(request)))
 
-    @app.get("/api/health/{dataset}")
+    @secured.get("/api/health/{dataset}")
     def dataset_json(dataset: str, user: GetUserDep) -> JSONResponse:
         authorize(user, dataset)
         return JSONResponse(gather(dataset))
 
-    @app.get("/reports/{sub:path}")
-    def report(sub: str, user: GetUserDep) -> Response:
+    @secured.get("/reports/{sub:path}")
+    def report(sub: str, request: Request, user: GetUserDep) -> RedirectResponse:
+        """The session's way in: authorize, then send the browser to the report's signed, sandboxed URL."""
         rel = f"reports/{sub}"  # the lake's reports/ zone is what this route serves
         try:
             _, dataset = health.check_report_rel(rel)
             authorize(user, dataset)
-            lake = Lake()
-            data = lake.fs.cat_file(health.report_path(lake, rel))
+            health.report_path(Lake(), rel)  # 404 / 400 here, before a link is made
         except health.ReportNotFound as exc:
             raise HTTPException(404, str(exc)) from None
         except health.ReportPathError as exc:
             raise HTTPException(400, str(exc)) from None
-        return Response(data, media_type=health.content_type(rel), headers=REPORT_HEADERS)
+        token = health.sign_report(key, rel)
+        root = request.scope.get("root_path", "")
+        return RedirectResponse(f"{root}{SIGNED}/{token}/{rel}", status_code=303, headers={"Cache-Control": "no-store"})
 
+    @app.get(SIGNED + "/{token}/{sub:path}")
+    def signed_report(token: str, sub: str) -> Response:
+        """A report by capability URL: no session (the sandbox withholds it), the signature is the permission."""
+        try:
+            health.check_signature(key, token, sub)
+            lake = Lake()
+            data = lake.fs.cat_file(health.report_path(lake, sub))
+        except health.ReportLinkError as exc:
+            raise HTTPException(403, str(exc)) from None
+        except health.ReportNotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        except health.ReportPathError as exc:
+            raise HTTPException(400, str(exc)) from None
+        return Response(data, media_type=health.content_type(sub), headers=REPORT_HEADERS)
+
+    app.include_router(secured)
     return app
 
 

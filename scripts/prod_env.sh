@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Write .env for docker-compose.yaml from .env.example with freshly generated secrets, and the source
-# connection pointing at the demo database airflow-init creates. Refuses to overwrite an existing file.
+# Write .env for docker-compose.yaml from .env.example with freshly generated secrets (one password per database
+# role and MLflow user), and the source connection pointing at the demo database airflow-init creates, as its
+# read-only role. Refuses to overwrite an existing file.
 #   bash scripts/prod_env.sh [path]          (default: .env in the repo)
 # Review the result before a real deployment: AIRFLOW_CONN_FLIGHTS_SOURCE should name your source system.
 set -euo pipefail
@@ -18,9 +19,14 @@ import secrets
 import sys
 
 example, out = sys.argv[1], sys.argv[2]
-pg = secrets.token_hex(24)
+reader = secrets.token_hex(24)
 values = {
-    "POSTGRES_PASSWORD": pg,
+    "POSTGRES_PASSWORD": secrets.token_hex(24),
+    "AIRFLOW_DB_PASSWORD": secrets.token_hex(24),
+    "MLFLOW_DB_PASSWORD": secrets.token_hex(24),
+    "MLFLOW_AUTH_DB_PASSWORD": secrets.token_hex(24),
+    "SOURCE_DB_PASSWORD": secrets.token_hex(24),
+    "SOURCE_READER_PASSWORD": reader,
     "REDIS_PASSWORD": secrets.token_hex(24),
     "AIRFLOW_FERNET_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
     "AIRFLOW_JWT_SECRET": secrets.token_urlsafe(64),
@@ -28,7 +34,11 @@ values = {
     "AIRFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(16),
     "MLFLOW_AUTH_ADMIN_PASSWORD": secrets.token_urlsafe(16),
     "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32),
-    "AIRFLOW_CONN_FLIGHTS_SOURCE": f"postgresql://airflow:{pg}@postgres:5432/flights_source",
+    "MLFLOW_WORKER_PASSWORD": secrets.token_urlsafe(16),
+    "MLFLOW_SERVING_PASSWORD": secrets.token_urlsafe(16),
+    "MLOPS_SERVING_TOKEN": secrets.token_urlsafe(32),
+    # the DAGs read the demo source as its read-only role (SELECT on its tables, nothing else)
+    "AIRFLOW_CONN_FLIGHTS_SOURCE": f"postgresql://flights_source_reader:{reader}@postgres:5432/flights_source",
 }
 lines = []
 for line in open(example):

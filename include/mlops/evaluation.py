@@ -498,10 +498,10 @@ def collect_evidence(
     ``threshold`` defaults to the version's ``threshold`` tag (set at training), else 0.5.
     """
     import mlflow
-    import mlflow.pyfunc
-    import mlflow.sklearn
     from mlflow import MlflowClient
     from mlflow.models import Model
+
+    from include.mlops.scoring import load_model_dir
 
     uri = tracking_uri or default_tracking_uri()
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -525,10 +525,7 @@ def collect_evidence(
         )
         size_mb = sum(p.stat().st_size for p in Path(local).rglob("*") if p.is_file()) / 2**20
         info = Model.load(local)
-        try:
-            model = mlflow.sklearn.load_model(local)
-        except Exception:  # not an sklearn flavour: fall back to the generic pyfunc
-            model = mlflow.pyfunc.load_model(local)
+        model = load_model_dir(local)  # skops with our trusted types; never a pickle (docs/security.md)
     signature = info.signature is not None
     if signature and info.signature.inputs is not None:
         features = list(info.signature.inputs.input_names())

@@ -3,7 +3,10 @@
 - :func:`task_links` — the extra links of a task (MLflow run, model version, Data Docs, Evidently report, gate
   report) from the small JSON result the task already returns (its XCom ``return_value``) and the public URLs.
 - :func:`report_path` — the one gate to lake files served over HTTP: only files under ``reports/{gx,gate,drift}/
-  <dataset>/`` of the lake, with ``..``, absolute paths, encoded traversal and symlink escapes refused.
+  <dataset>/`` of the lake, with ``..``, absolute paths, encoded traversal and symlinks leaving that folder refused.
+- :func:`sign_report` / :func:`check_signature` — the capability URLs reports are served under: an HMAC over the
+  report's folder (:func:`report_scope`) and an expiry, so a report page (served sandboxed, without the Airflow
+  session: docs/security.md) can load its assets and follow its links inside that folder and nowhere else.
 - :func:`model_health` — everything the "Model health" view shows for one dataset: champion and challenger, the
   last gate decision with its checks, the promotion history, monitoring over time and every report.
 
@@ -14,10 +17,14 @@ to the UI's own origin), under which the plugin serves the lake's ``reports/`` z
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import mimetypes
 import os
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -67,6 +74,10 @@ LINK_SOURCE = {("train", "approve"): "evaluate"}
 
 class ReportPathError(ValueError):
     """A requested report path that is not a file under the lake's ``reports/{gx,gate,drift}/<dataset>/``."""
+
+
+class ReportLinkError(ReportPathError):
+    """A signed report URL that is malformed, expired or not for the requested file."""
 
 
 class ReportNotFound(ReportPathError):
@@ -220,20 +231,57 @@ def check_report_rel(rel: str) -> tuple[str, str]:
 
 def report_path(lake: Lake, rel: str) -> str:
     """The file-system path of a report file in the lake, after :func:`check_report_rel` and, on a local lake,
-    a check that the resolved path (symlinks followed) is still inside the lake. Raises :class:`ReportNotFound`
-    when there is no such file."""
-    check_report_rel(rel)
+    a check that the resolved path (symlinks followed) is still inside ``reports/<kind>/<dataset>/`` — the folder
+    the dataset's read permission covers. Raises :class:`ReportNotFound` when there is no such file."""
+    kind, dataset = check_report_rel(rel)
     path = lake.path(*rel.split("/"))
     from fsspec.implementations.local import LocalFileSystem
 
     if isinstance(lake.fs, LocalFileSystem):
-        root = os.path.realpath(lake.root)
+        folder = os.path.realpath(lake.path("reports", kind, dataset))
         real = os.path.realpath(path)
-        if os.path.commonpath([root, real]) != root:
-            raise ReportPathError(f"report path leaves the lake: {rel!r}")
+        if os.path.commonpath([folder, real]) != folder:
+            raise ReportPathError(f"report path leaves reports/{kind}/{dataset}/: {rel!r}")
     if not lake.fs.isfile(path):
         raise ReportNotFound(f"no report {rel!r} in the lake")
     return path
+
+
+# -- capability URLs for reports ---------------------------------------------------------------------------
+REPORT_LINK_SECONDS = 3600  # how long a signed report URL works
+
+
+def report_scope(rel: str) -> str:
+    """The folder a signed URL for ``rel`` opens: the report's own partition (``reports/gx/<ds>/date=…/``,
+    ``reports/gate/<ds>/v3/``, ``reports/drift/<ds>/date=…/``), where its assets and linked pages live; for a file
+    directly under ``reports/<kind>/<ds>/``, that folder."""
+    parts = rel.split("/")
+    return "/".join(parts[:4] if len(parts) > 4 else parts[:3]) + "/"
+
+
+def _mac(key: bytes, scope: str, expires: int) -> str:
+    digest = hmac.new(key, f"{scope}\n{expires}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def sign_report(key: bytes, rel: str, now: float | None = None, seconds: int = REPORT_LINK_SECONDS) -> str:
+    """The token (``<expiry>.<mac>``) of a capability URL for ``rel``'s folder, valid ``seconds`` from ``now``."""
+    check_report_rel(rel)
+    expires = int((time.time() if now is None else now) + seconds)
+    return f"{expires}.{_mac(key, report_scope(rel), expires)}"
+
+
+def check_signature(key: bytes, token: str, rel: str, now: float | None = None) -> None:
+    """Raise ReportLinkError unless ``token`` was made by :func:`sign_report` with ``key`` for a file in the same
+    folder as ``rel`` and has not expired."""
+    check_report_rel(rel)
+    expires, _, mac = token.partition(".")
+    if not expires.isdigit() or not mac:
+        raise ReportLinkError("malformed report link")
+    if int(expires) < (time.time() if now is None else now):
+        raise ReportLinkError("the report link has expired: open the report again from Airflow")
+    if not hmac.compare_digest(mac, _mac(key, report_scope(rel), int(expires))):
+        raise ReportLinkError("the report link is not valid for this file")
 
 
 def content_type(rel: str) -> str:

@@ -573,7 +573,7 @@ def run_monitor(
         timings=timings,
     )
     lap("metrics")
-    html = snapshot.get_html_str(as_iframe=False)
+    html = script_safe_html(snapshot.get_html_str(as_iframe=False))
     lap("html")
     save_reports(spec, lake, result, html=html, evidently_json=snapshot.json())
     lap("reports")
@@ -584,6 +584,24 @@ def run_monitor(
     result.seconds = round(time.perf_counter() - t0, 2)
     lake.write_json(f"{report_dir(spec, end)}/monitor.json", result.as_dict())
     return result
+
+
+_DATA_BLOCK = "<script>\n    var "  # Evidently 0.7's inline data: `var <id> = <json>;` ... up to "\n</script>"
+
+
+def script_safe_html(html: str) -> str:
+    """Evidently's standalone HTML with its inline JSON made safe to embed: Evidently writes the report data into a
+    ``<script>`` unescaped, so a value such as ``</script><script>…`` in a string column would end the element and
+    run. Every ``<`` in that block becomes ``\\u003c`` (the same string to the JSON parser; JSON outside strings
+    and the ``var`` lines hold no ``<``). The block ends at the first ``\\n</script>``: JSON strings cannot hold a
+    raw newline, so no value can fake that end. Raises when the block is not where Evidently 0.7 puts it, rather
+    than write a report that may carry markup raw."""
+    start = html.find(_DATA_BLOCK)
+    end = html.find("\n</script>", start + len(_DATA_BLOCK)) if start >= 0 else -1
+    if end < 0:
+        raise RuntimeError("Evidently's HTML has no inline data block where 0.7 writes it: cannot escape it")
+    body = start + len(_DATA_BLOCK)
+    return html[:body] + html[body:end].replace("<", "\\u003c") + html[end:]
 
 
 def save_reports(spec: DatasetSpec, lake: Lake, result: MonitorResult, *, html: str, evidently_json: str) -> None:

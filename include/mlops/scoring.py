@@ -17,6 +17,8 @@ loads the champion once and again only when the alias moves.
 
 from __future__ import annotations
 
+import logging
+import os
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
@@ -29,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from include.mlops.config import DatasetSpec
-from include.mlops.training import compute_threads, default_tracking_uri
+from include.mlops.training import SKOPS_TRUSTED_TYPES, compute_threads, default_tracking_uri
 
 if TYPE_CHECKING:
     from include.mlops.storage import Lake
@@ -47,6 +49,11 @@ _MODELS: dict[tuple[str, str], Any] = {}  # (tracking URI, resolved model URI) -
 
 class ScoringError(RuntimeError):
     """Scoring cannot proceed: no validated data for the day, an unknown model version or URI."""
+
+
+class UnsafeModelError(ScoringError):
+    """A model file this process will not deserialize: pickle / cloudpickle, a pyfunc, or skops types outside
+    ``training.SKOPS_TRUSTED_TYPES``."""
 
 
 class NoChampionError(ScoringError):
@@ -141,8 +148,6 @@ def load_model(spec: DatasetSpec, model_uri: str | None = None, *, tracking_uri:
 
 def _load(model_uri: str, tracking_uri: str, spec: DatasetSpec) -> tuple[Any, list[str]]:
     import mlflow.artifacts
-    import mlflow.pyfunc
-    import mlflow.sklearn
     from mlflow.models import Model
 
     artifact_uri = model_uri
@@ -155,15 +160,51 @@ def _load(model_uri: str, tracking_uri: str, spec: DatasetSpec) -> tuple[Any, li
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=tmp, tracking_uri=tracking_uri)
         info = Model.load(local)
-        try:
-            model = mlflow.sklearn.load_model(local)
-        except Exception:  # not an sklearn flavour: the generic pyfunc
-            model = mlflow.pyfunc.load_model(local)
+        model = load_model_dir(local)
     if info.signature is not None and info.signature.inputs is not None:
         features = list(info.signature.inputs.input_names())
     else:
         features = list(getattr(model, "feature_names_in_", spec.feature_names))
     return model, features
+
+
+ALLOW_PICKLE_ENV = "MLOPS_ALLOW_PICKLE_MODELS"
+
+
+def load_model_dir(local: str) -> Any:
+    """The scikit-learn model of a downloaded MLflow model directory, deserialized with skops and the trusted-type
+    list in code (``training.SKOPS_TRUSTED_TYPES``), never the list the MLmodel file carries. A pickle or
+    cloudpickle file (versions logged before skops), a pyfunc or an unknown type raises UnsafeModelError: loading
+    one would run whatever code its author put in it. ``MLOPS_ALLOW_PICKLE_MODELS=1`` loads pickle files
+    anyway, for a registry whose every writer is trusted (docs/security.md)."""
+    from mlflow.models import Model
+
+    flavor = Model.load(local).flavors.get("sklearn")
+    if not flavor or "pickled_model" not in flavor:
+        raise UnsafeModelError(f"{local}: not a scikit-learn model (other flavours load through pickle): refused")
+    root = os.path.realpath(local)
+    path = os.path.realpath(os.path.join(root, flavor["pickled_model"]))
+    if os.path.commonpath([root, path]) != root:
+        raise UnsafeModelError(f"{local}: the model file {flavor['pickled_model']!r} is outside the model directory")
+    fmt = flavor.get("serialization_format", "pickle")
+    if fmt == "skops":
+        import skops.io
+        from skops.io.exceptions import UntrustedTypesFoundException
+
+        try:
+            return skops.io.load(path, trusted=list(SKOPS_TRUSTED_TYPES))
+        except UntrustedTypesFoundException as exc:
+            raise UnsafeModelError(f"{local}: the model names types outside our trusted list: {exc}") from None
+    if fmt in ("pickle", "cloudpickle") and os.environ.get(ALLOW_PICKLE_ENV) == "1":
+        import cloudpickle
+
+        logging.getLogger("mlops.scoring").warning("%s: loading a %s model (%s=1)", local, fmt, ALLOW_PICKLE_ENV)
+        with open(path, "rb") as f:
+            return cloudpickle.load(f)  # nosec B301 (opted in by the operator: docs/security.md)
+    raise UnsafeModelError(
+        f"{local}: a {fmt} model file: refused, unpickling runs code of the file's choosing. Retrain (new versions "
+        f"are skops) or set {ALLOW_PICKLE_ENV}=1 where every registry writer is trusted"
+    )
 
 
 def clear_cache() -> None:

@@ -6,8 +6,18 @@
 ``{"predictions": [probability, ...], "labels": [0/1 at the version's threshold, ...], "model_version": "3"}``.
 ``GET /ping`` answers 200 once a model is loaded, ``GET /health`` names the model, version and when it was loaded,
 ``GET /version`` the server's library versions. Bad input gets a JSON error naming the problem: 400 for a body
-that is empty, not JSON or in another format, 413 for a body over the size limit, 422 for no rows, too many rows,
-missing feature columns or values of the wrong type. No request gets a traceback.
+that is empty, not JSON, nested too deeply or in another format, 408 for a body not received within
+``body_timeout``, 413 for a body over the size limit (counted while it streams in: a chunked body is cut off at the
+limit, never buffered whole), 422 for no rows, too many rows, missing feature columns, values of the wrong type,
+non-finite numbers (``NaN``, ``Infinity``, ``1e999``) or numbers beyond +-2**53. No request gets a traceback.
+
+Hardening (docs/security.md). With a token (``MLOPS_SERVING_TOKEN``, never a command-line flag: it would show in
+the process list) every route but ``/ping`` needs ``Authorization: Bearer <token>`` (401 otherwise); without one
+the server refuses to bind anything but loopback unless started with ``--insecure-no-auth``. A connection must
+finish its request headers within ``header_timeout`` seconds (:class:`HeaderTimeoutProtocol`: slow-header
+connections are closed) and its body within ``body_timeout``; at most ``max_connections`` are served at once
+(uvicorn's ``limit_concurrency``: 503 beyond). Bodies over :data:`INLINE_BYTES` are parsed and scored on a worker
+thread, so a large request does not hold up the event loop.
 
 The model is :func:`scoring.load_model`'s: the native scikit-learn pipeline, the version's ``threshold`` tag, the
 signature's columns. A background task resolves the alias every ``reload_seconds`` and swaps in a new version
@@ -29,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import os
@@ -46,6 +57,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from include.mlops import scoring
 from include.mlops.config import DatasetSpec, load_spec
@@ -58,7 +70,12 @@ DEFAULT_PORT = 5001
 DEFAULT_RELOAD_SECONDS = 30.0
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_MAX_BODY_MB = 32.0
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_MAX_CONNECTIONS = 1000
 INLINE_ROWS = 64  # requests up to this many rows run on the event loop: a thread hop costs more than they do
+INLINE_BYTES = 32 * 1024  # bodies up to this size are parsed on the event loop (64 rows are ~20 KiB)
+MAX_MAGNITUDE = 2.0**53  # numbers beyond this are refused: float64 no longer holds every integer there
 TREE_ROWS = 16  # up to this many rows the trees are walked in numpy; more go to the classifier's own predict
 _ENV = "MLOPS_SERVING_"  # the settings travel to uvicorn's worker processes as environment variables
 
@@ -81,6 +98,10 @@ class Settings:
     reload_seconds: float = DEFAULT_RELOAD_SECONDS  # 0: never re-check the alias
     max_rows: int = DEFAULT_MAX_ROWS
     max_body_mb: float = DEFAULT_MAX_BODY_MB
+    token: str | None = field(default=None, repr=False)  # None: no authentication (loopback only, see main)
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
     def to_env(self) -> dict[str, str]:
         return {f"{_ENV}{k.upper()}": str(v) for k, v in self.__dict__.items() if v is not None}
@@ -100,6 +121,10 @@ class Settings:
             reload_seconds=get("reload_seconds", float, DEFAULT_RELOAD_SECONDS),
             max_rows=get("max_rows", int, DEFAULT_MAX_ROWS),
             max_body_mb=get("max_body_mb", float, DEFAULT_MAX_BODY_MB),
+            token=get("token", str, None),
+            header_timeout=get("header_timeout", float, DEFAULT_HEADER_TIMEOUT),
+            body_timeout=get("body_timeout", float, DEFAULT_BODY_TIMEOUT),
+            max_connections=get("max_connections", int, DEFAULT_MAX_CONNECTIONS),
         )
 
 
@@ -110,7 +135,11 @@ def parse_request(body: bytes, features: Sequence[str], kinds: Mapping[str, str]
     if not body.strip():
         raise RequestError("empty request body: send JSON with 'dataframe_split' or 'dataframe_records'", 400)
     try:
-        payload = json.loads(body)
+        payload = json.loads(body, parse_constant=_refuse_constant)
+    except RequestError:
+        raise
+    except RecursionError:
+        raise RequestError("the request body is nested too deeply", 400) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(f"the request body is not JSON: {exc}", 400) from None
     if isinstance(payload, dict) and "dataframe_split" in payload:
@@ -124,6 +153,10 @@ def parse_request(body: bytes, features: Sequence[str], kinds: Mapping[str, str]
     if bad:
         raise RequestError("wrong value types: " + "; ".join(bad))
     return columns
+
+
+def _refuse_constant(name: str) -> Any:
+    raise RequestError(f"the request has a non-finite number {name}: send null for a missing value")
 
 
 def _check_rows(n: int, max_rows: int) -> None:
@@ -166,7 +199,8 @@ def _record_columns(records: Any, features: Sequence[str], max_rows: int) -> lis
 
 def _check(name: str, kinds: Mapping[str, str], values: list[Any]) -> str | None:
     """None when every value fits the feature's kind (JSON null and NaN are missing values), else the problem;
-    NaN among category values becomes None in place, as pandas and the encoder treat both as missing."""
+    NaN among category values becomes None in place, as pandas and the encoder treat both as missing. Numbers
+    must be finite and within +-2**53 (``1e999`` parses as infinity, ``10**30`` overflows int64)."""
     kind = kinds.get(name, "any")
     for i, v in enumerate(values):
         t = type(v)
@@ -174,6 +208,8 @@ def _check(name: str, kinds: Mapping[str, str], values: list[Any]) -> str | None
             if kind == "category":
                 values[i] = None
             continue
+        if (t is float or t is int) and not -MAX_MAGNITUDE <= v <= MAX_MAGNITUDE:  # also infinity, exact for ints
+            return f"column {name!r} row {i} has {json.dumps(v)[:40]}, not a finite number within +-2**53"
         if kind == "category":
             ok, want = t is str, "a string or null"
         elif kind == "int":
@@ -579,9 +615,85 @@ class Server:
         }
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    codes = {400: "BAD_REQUEST", 413: "REQUEST_TOO_LARGE", 422: "INVALID_INPUT", 503: "NO_MODEL"}
-    return JSONResponse({"error_code": codes.get(status, "INTERNAL_ERROR"), "message": message}, status_code=status)
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    codes = {
+        400: "BAD_REQUEST",
+        401: "UNAUTHORIZED",
+        408: "REQUEST_TIMEOUT",
+        413: "REQUEST_TOO_LARGE",
+        422: "INVALID_INPUT",
+        503: "NO_MODEL",
+    }
+    body = {"error_code": codes.get(status, "INTERNAL_ERROR"), "message": message}
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+_CLOSE = {"Connection": "close"}  # after a body we stopped reading: the rest is never read, the connection goes
+
+
+async def read_body(request: Request, max_body: int, timeout: float) -> bytes:
+    """The request body, counted while it streams in: RequestError 413 as soon as it passes ``max_body`` bytes
+    (a declared Content-Length over the limit before any byte is read), 408 when it has not all arrived within
+    ``timeout`` seconds."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_body:
+        raise RequestError(f"the request body has {int(length)} bytes, more than the limit of {max_body} bytes", 413)
+    chunks, size = [], 0
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_body:  # a chunked body has no Content-Length to refuse it by
+                    raise RequestError(f"the request body has more than the limit of {max_body} bytes", 413)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestError(f"the request body did not arrive within {timeout:g} s", 408) from None
+    return b"".join(chunks)
+
+
+class HeaderTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline for request headers: a connection that has not sent a whole
+    request head within ``MLOPS_SERVING_HEADER_TIMEOUT`` seconds of connecting (or of its previous response) is
+    closed. uvicorn alone keeps such a connection open for ever (its keep-alive timer is cancelled by any byte),
+    so a few hundred slow clients would hold every connection slot."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        raw = os.environ.get(f"{_ENV}HEADER_TIMEOUT")
+        self.header_timeout = float(raw) if raw else DEFAULT_HEADER_TIMEOUT
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        pipelined = bool(self.pipeline)  # a pipelined request's head has arrived already
+        super().on_response_complete()
+        if not pipelined and not self.transport.is_closing():
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
 
 
 def create_app(settings: Settings | None = None, spec: DatasetSpec | None = None) -> Starlette:
@@ -591,37 +703,56 @@ def create_app(settings: Settings | None = None, spec: DatasetSpec | None = None
     spec = spec or load_spec(settings.dataset)
     server = Server(settings, spec, settings.tracking_uri or default_tracking_uri())
     max_body = int(settings.max_body_mb * 2**20)
+    expected = f"Bearer {settings.token}".encode() if settings.token else None
+
+    def denied(request: Request) -> Response | None:
+        """401 unless the request carries the token (None: allowed)."""
+        if expected is None:
+            return None
+        given = request.headers.get("authorization", "").encode()
+        if hmac.compare_digest(given, expected):
+            return None
+        return _error(401, "send 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
+
+    def score(body: bytes, served: ServedModel) -> dict[str, Any]:
+        return served.answer(parse_request(body, served.model.features, served.kinds, settings.max_rows))
 
     async def invocations(request: Request) -> Response:
+        if (refused := denied(request)) is not None:
+            return refused
         served = server.model  # one version for the whole request, whatever a reload does meanwhile
         if served is None:
             return _error(503, f"no model loaded for {server.alias_uri}: {server.last_error}")
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > max_body:
-            return _error(413, f"the request body has {int(length)} bytes, more than the limit of {max_body} bytes")
-        body = await request.body()
-        if len(body) > max_body:  # a chunked body has no Content-Length to refuse it by
-            return _error(413, f"the request body has more than the limit of {max_body} bytes")
         try:
-            columns = parse_request(body, served.model.features, served.kinds, settings.max_rows)
-            if len(columns[0]) <= INLINE_ROWS:
-                return JSONResponse(served.answer(columns))
-            return JSONResponse(await run_in_threadpool(served.answer, columns))
+            body = await read_body(request, max_body, settings.body_timeout)
+        except RequestError as exc:
+            return _error(exc.status, str(exc), _CLOSE)
+        try:
+            if len(body) <= INLINE_BYTES:
+                columns = parse_request(body, served.model.features, served.kinds, settings.max_rows)
+                if len(columns[0]) <= INLINE_ROWS:
+                    return JSONResponse(served.answer(columns))
+                return JSONResponse(await run_in_threadpool(served.answer, columns))
+            return JSONResponse(await run_in_threadpool(score, body, served))  # parsing too, off the event loop
         except RequestError as exc:
             return _error(exc.status, str(exc))
         except Exception as exc:  # logged with its traceback here, answered without one
             log.exception("prediction failed")
             return _error(500, f"prediction failed: {type(exc).__name__}: {exc}")
 
-    async def ping(request: Request) -> Response:
+    async def ping(request: Request) -> Response:  # open to all: a liveness probe learns only "loaded or not"
         if server.model is None:
             return _error(503, f"no model loaded for {server.alias_uri}: {server.last_error}")
         return Response("\n", media_type="text/plain")
 
     async def health(request: Request) -> Response:
+        if (refused := denied(request)) is not None:
+            return refused
         return JSONResponse(server.health(), status_code=200 if server.model else 503)
 
     async def version(request: Request) -> Response:
+        if (refused := denied(request)) is not None:
+            return refused
         from importlib.metadata import version as installed
 
         libraries = {name: installed(name) for name in ("mlflow", "scikit-learn", "numpy", "pandas", "starlette")}
@@ -672,9 +803,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS, help="rows per request at most")
     p.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_MB, help="request body size limit (MiB)")
+    p.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT, help="seconds for request headers")
+    p.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT, help="seconds for a request body")
+    p.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, help="served at once (503 beyond)")
+    p.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help=f"serve without a token on a non-loopback address (the token comes from {_ENV}TOKEN only)",
+    )
     p.add_argument("--access-log", action="store_true", help="log every request (off: it costs latency)")
     a = p.parse_args(argv)
-    settings = Settings(a.dataset, a.alias, a.tracking_uri, a.reload_seconds, a.max_rows, a.max_body_mb)
+    token = os.environ.get(f"{_ENV}TOKEN") or None
+    if token is None and not a.insecure_no_auth and a.host not in ("127.0.0.1", "::1", "localhost"):
+        p.error(f"no {_ENV}TOKEN: refusing to serve {a.host} without authentication (or pass --insecure-no-auth)")
+    settings = Settings(
+        a.dataset,
+        a.alias,
+        a.tracking_uri,
+        a.reload_seconds,
+        a.max_rows,
+        a.max_body_mb,
+        token=token,
+        header_timeout=a.header_timeout,
+        body_timeout=a.body_timeout,
+        max_connections=a.max_connections,
+    )
     load_spec(settings.dataset)  # an unknown dataset fails here, with the spec error, not in every worker
     os.environ.update(settings.to_env())
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in the server log
@@ -688,6 +841,8 @@ def main(argv: list[str] | None = None) -> int:
         workers=a.workers,
         access_log=a.access_log,
         log_config=logging_config,
+        http="include.mlops.serving:HeaderTimeoutProtocol",
+        limit_concurrency=settings.max_connections,
     )
     return 0
 

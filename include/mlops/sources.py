@@ -188,11 +188,19 @@ def allowed_roots() -> list[str]:
     return [f"{data_root().rstrip('/')}/landing", str(DEFAULT_SOURCE_DB.parent / "landing")]
 
 
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
 def _is_under(uri: str, roots: list[str]) -> bool:
-    if "://" not in uri or uri.startswith("file://"):
+    """True when ``uri`` (after resolving symlinks, for a local path) lies under one of ``roots``. URL chaining
+    (fsspec's ``a::b``: the check would see one URL and fsspec open another) is never under a root."""
+    if "::" in uri or any("::" in r for r in roots):
+        return False
+    if _is_local(uri):
         real = os.path.realpath(uri.removeprefix("file://"))
         for r in roots:
-            if "://" in r and not r.startswith("file://"):
+            if not _is_local(r):
                 continue
             root = os.path.realpath(r.removeprefix("file://"))
             if real == root or real.startswith(root.rstrip("/") + "/"):
@@ -213,6 +221,9 @@ def fetch_upload(spec: DatasetSpec, uri: str, roots: list[str] | None = None) ->
     fmt = uri.rsplit(".", 1)[-1].lower() if "." in uri.rsplit("/", 1)[-1] else ""
     if fmt not in spec.source.file_formats:
         raise InputRefused("unsupported_format", f"{uri!r}: expected one of {spec.source.file_formats}")
+    limit = int(spec.source.max_file_mb * 1024 * 1024)
+    if _is_local(uri):
+        return fmt, _check_header(uri, fmt, _read_local(uri, roots, limit, spec.source.max_file_mb))
     try:
         fs, path = fsspec.core.url_to_fs(uri)
         info = fs.info(path)
@@ -220,12 +231,79 @@ def fetch_upload(spec: DatasetSpec, uri: str, roots: list[str] | None = None) ->
         raise InputRefused("file_not_found", f"{uri!r} does not exist") from None
     if info.get("type") != "file":
         raise InputRefused("not_a_file", f"{uri!r} is a {info.get('type', 'non-file')}, not a file")
-    limit = spec.source.max_file_mb * 1024 * 1024
     if info["size"] > limit:
         raise InputRefused(
             "file_too_large", f"{uri!r} is {info['size'] / 2**20:.2f} MiB, limit {spec.source.max_file_mb} MiB"
         )
-    return fmt, fs.cat_file(path)
+    return fmt, _check_header(uri, fmt, fs.cat_file(path))
+
+
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+
+
+def _check_header(uri: str, fmt: str, data: bytes) -> bytes:
+    """Refuse a file whose column names are not identifiers: a header is echoed into reports (GX Data Docs show
+    the columns of a failed schema check as HTML), so ``<script>`` there must never get that far. A header that
+    cannot be read is left to the parser, which names that problem."""
+    import re
+
+    names: list[str] = []
+    try:
+        if fmt == "csv":
+            import csv
+            import io
+
+            first = data.split(b"\n", 1)[0].decode("utf-8-sig")
+            names = next(csv.reader([first]), [])
+        elif fmt == "parquet":
+            import io
+
+            import pyarrow.parquet as pq
+
+            names = list(pq.read_schema(io.BytesIO(data)).names)
+    except Exception:  # unreadable: parse_upload rejects it with its own reason
+        return data
+    bad = [n for n in names if not re.fullmatch(_IDENTIFIER, n)]
+    if bad:
+        shown = ", ".join(repr(n[:40]) for n in bad[:5])
+        raise InputRefused("bad_header", f"{uri!r}: column names must be identifiers ({_IDENTIFIER}), not {shown}")
+    return data
+
+
+def _read_local(uri: str, roots: list[str], limit: int, limit_mb: float) -> bytes:
+    """A local file read through one descriptor that is checked after opening: the path it really opened must be
+    under ``roots`` and a regular file within ``limit`` bytes. A symlink swapped in between the path check and the
+    open (landing is writable by uploaders) is caught here, since what is checked is what is read."""
+    import stat
+
+    try:
+        fd = os.open(uri.removeprefix("file://"), os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise InputRefused("file_not_found", f"{uri!r} does not exist") from None
+    except OSError as exc:
+        raise InputRefused("not_a_file", f"{uri!r} cannot be opened: {exc.strerror}") from None
+    try:
+        opened = f"/proc/self/fd/{fd}"
+        real = os.readlink(opened) if os.path.islink(opened) else None
+        st = os.fstat(fd)
+        if real is None:  # no /proc: the resolved path must still be the file we hold
+            real = os.path.realpath(uri.removeprefix("file://"))
+            there = os.stat(real)
+            if (there.st_dev, there.st_ino) != (st.st_dev, st.st_ino):
+                raise InputRefused("path_not_allowed", f"{uri!r} changed while it was being opened")
+        if not _is_under(real, roots):
+            raise InputRefused("path_not_allowed", f"{uri!r} opened {real!r}, outside the allowed roots {roots}")
+        if not stat.S_ISREG(st.st_mode):
+            raise InputRefused("not_a_file", f"{uri!r} is not a regular file")
+        if st.st_size > limit:
+            raise InputRefused("file_too_large", f"{uri!r} is {st.st_size / 2**20:.2f} MiB, limit {limit_mb} MiB")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:  # grew after the fstat
+            raise InputRefused("file_too_large", f"{uri!r} is over the limit of {limit_mb} MiB")
+        return data
+    finally:
+        os.close(fd)
 
 
 def parse_upload(fmt: str, data: bytes) -> pd.DataFrame:

@@ -510,6 +510,19 @@ def _log_plots(pipe: Any, spec: DatasetSpec, test: pd.DataFrame, threshold: floa
     return importance
 
 
+# Model files are skops, not pickle: loading runs no code the file names, only the types below besides skops' own
+# defaults (scikit-learn estimators, numpy/scipy containers). The list is ours, in code: scoring.load_model_dir
+# passes it to skops itself and never reads the list an MLmodel file carries (MLflow would trust that one, so a
+# crafted model could whitelist anything). A pipeline needing another type fails at log_model, where MLflow
+# re-loads the file with this list: add the type here only after reading what it can do when loaded.
+SKOPS_TRUSTED_TYPES = (
+    "functools.partial",  # HistGradientBoosting's validation callable; its func and args are checked separately
+    "numpy.dtype",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.utils.validation.check_array",
+)
+
+
 def _pip_requirements(serialization: str) -> list[str]:
     # Explicit requirements: MLflow's inference would re-load the model in a subprocess (seconds per run).
     from importlib.metadata import version
@@ -636,8 +649,9 @@ def train_candidates(
             signature=signature,
             input_example=x_train.head(5),
             registered_model_name=spec.name,
-            serialization_format="cloudpickle",
-            pip_requirements=_pip_requirements("cloudpickle"),
+            serialization_format="skops",
+            skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
+            pip_requirements=_pip_requirements("skops"),
             pyfunc_predict_fn="predict_proba",
         )
         version = str(info.registered_model_version)

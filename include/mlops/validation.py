@@ -53,6 +53,8 @@ ISO_FORMATS: dict[str, str] = {
 # Two passes keep GX cheap on big batches: every expectation first answers pass/fail only (no per-row result
 # lists), then only the expectations that failed run again for their counts and offending row indexes.
 FIRST_PASS = {"result_format": "BOOLEAN_ONLY"}
+# partial_unexpected_count 0 is a security setting too: above 0, GX Data Docs render unexpected values raw as HTML
+# (a source value would run as script in the report). Keep it 0; docs/security.md.
 DETAIL_PASS = {"result_format": "COMPLETE", "partial_unexpected_count": 0}
 
 

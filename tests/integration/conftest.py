@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 import yaml
 
+from include.mlops.provision import Database, drop_postgres, execute, provision_mlflow_users, provision_postgres
 from tests.conftest import REPO
 from tests.integration import topology
 
@@ -53,22 +54,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _pg_url(db: str, driver: str = "postgresql+psycopg2") -> str:
-    return f"{driver}://{PG_USER}@{PG_HOST}:{PG_PORT}/{db}"
+def _pg_url(db: str, driver: str = "postgresql+psycopg2", user: str = PG_USER) -> str:
+    return f"{driver}://{user}@{PG_HOST}:{PG_PORT}/{db}"  # trust auth here: the roles' passwords are not needed
+
+
+def _as_owner(db: str, driver: str = "postgresql+psycopg2") -> str:
+    """``db`` reached as the role that owns it (provision_postgres: role name = database name)."""
+    return _pg_url(db, driver, user=db)
 
 
 def _pg_admin(*statements: str) -> None:
-    """Run statements (CREATE/DROP DATABASE) outside a transaction on the maintenance database."""
-    import psycopg2
-
-    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", connect_timeout=5)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            for sql in statements:
-                cur.execute(sql)
-    finally:
-        conn.close()
+    """Run statements outside a transaction on the maintenance database, as the superuser."""
+    execute(_pg_url("postgres"), list(statements))
 
 
 def _services_unavailable() -> str | None:
@@ -132,12 +129,14 @@ class Stack:
     lake: Path
     password: str
     mlflow_auth: bool
-    mlflow_credentials: dict[str, str]
+    mlflow_credentials: dict[str, str]  # the MLflow admin's: the test's own reads
+    serving_credentials: dict[str, str]  # the read-only MLflow user of the serving process
     env: dict[str, str]
     logs: dict[str, Path] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     serving_url: str | None = None
+    serving_token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     _token: str | None = None
 
     # -- processes ---------------------------------------------------------------------------------
@@ -192,10 +191,17 @@ class Stack:
         port = _free_port()
         argv = topology.serving_command("127.0.0.1", port, reload_seconds=reload_seconds)
         self.start(
-            topology.SERVING_SERVICE, argv, _process_env(topology.serving_env(self.mlflow_url, self.mlflow_credentials))
+            topology.SERVING_SERVICE,
+            argv,
+            _process_env(topology.serving_env(self.mlflow_url, self.serving_credentials, self.serving_token)),
         )
         self.serving_url = f"http://127.0.0.1:{port}"
         return self.serving_url
+
+    @property
+    def serving_headers(self) -> dict[str, str]:
+        """What a client of the serving process sends: its bearer token."""
+        return {"Authorization": f"Bearer {self.serving_token}"}
 
     # -- the Airflow REST API (v2, JWT) -----------------------------------------------------------------
     def token(self) -> str:
@@ -317,20 +323,22 @@ def stack(request) -> Iterator[Stack]:
     t_start = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="mlops-integration-"))
     tag = uuid.uuid4().hex[:8]
+    # Least privilege as compose: one role per database (named as its database), a read-only source reader
     dbs = {role: f"mlops_it_{tag}_{role}" for role in ("airflow", "mlflow", "source")}
     mlflow_auth = _mlflow_auth_available()
     if mlflow_auth:
         dbs["mlflow_auth"] = f"mlops_it_{tag}_mlflow_auth"
-    created: list[str] = []
+    reader = f"mlops_it_{tag}_source_reader"
+    databases = [Database(db, db, readers=(reader,) if role == "source" else ()) for role, db in dbs.items()]
+    created: list[Database] = []
     redis_db: list[Any] = []
     procs: dict[str, subprocess.Popen] = {}
     started = False
     try:
-        for db in dbs.values():
-            _pg_admin(f'CREATE DATABASE "{db}"')
-            created.append(db)
+        created.extend(databases)
+        provision_postgres(_pg_url("postgres"), databases, {r: secrets.token_hex(16) for r in [*dbs.values(), reader]})
         redis_db.append(_claim_redis_db(tag))
-        s = _start(tmp, dbs, redis_db[0], mlflow_auth, procs, t_start)
+        s = _start(tmp, dbs, reader, redis_db[0], mlflow_auth, procs, t_start)
         started = True
         yield s
     finally:
@@ -349,7 +357,7 @@ def _claim_redis_db(tag: str):
     pytest.fail("no empty Redis DB among 1..15 to use as the Celery broker")
 
 
-def _teardown(procs: dict[str, subprocess.Popen], created: list[str], redis_db: list[Any], tmp: Path,
+def _teardown(procs: dict[str, subprocess.Popen], created: list[Database], redis_db: list[Any], tmp: Path,
               keep: bool) -> None:  # fmt: skip
     t0 = time.monotonic()
     for p in procs.values():
@@ -365,7 +373,7 @@ def _teardown(procs: dict[str, subprocess.Popen], created: list[str], redis_db: 
     for p in procs.values():
         p.wait()
     if created:
-        _pg_admin(*(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)' for db in created))
+        drop_postgres(_pg_url("postgres"), created)  # the databases and their roles
     for client in redis_db:
         client.flushdb()
     if keep or os.environ.get("MLOPS_KEEP_INTEGRATION_TMP"):
@@ -375,8 +383,8 @@ def _teardown(procs: dict[str, subprocess.Popen], created: list[str], redis_db: 
     print(f"\nintegration teardown: {time.monotonic() - t0:.1f} s (SIGKILLed after 10 s: {lingering or 'none'})")
 
 
-def _start(tmp: Path, dbs: dict[str, str], redis_client: Any, mlflow_auth: bool, procs: dict[str, subprocess.Popen],
-           t_start: float) -> Stack:  # fmt: skip
+def _start(tmp: Path, dbs: dict[str, str], reader: str, redis_client: Any, mlflow_auth: bool,
+           procs: dict[str, subprocess.Popen], t_start: float) -> Stack:  # fmt: skip
     import httpx
 
     for d in ("logs", "airflow", "airflow-logs", "lake", "mlflow-artifacts"):
@@ -392,7 +400,7 @@ def _start(tmp: Path, dbs: dict[str, str], redis_client: Any, mlflow_auth: bool,
     credentials: dict[str, str] = {}
     if mlflow_auth:  # as compose's mlflow-basic-auth config
         ini = tmp / "mlflow-auth.ini"
-        ini.write_text(topology.MLFLOW_AUTH_INI.format(database_uri=_pg_url(dbs["mlflow_auth"])))
+        ini.write_text(topology.MLFLOW_AUTH_INI.format(database_uri=_as_owner(dbs["mlflow_auth"])))
         mlflow_password = secrets.token_urlsafe(16)
         mlflow_env |= {
             "MLFLOW_AUTH_CONFIG_PATH": str(ini),
@@ -400,6 +408,11 @@ def _start(tmp: Path, dbs: dict[str, str], redis_client: Any, mlflow_auth: bool,
             "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32),
         }
         credentials = {"MLFLOW_TRACKING_USERNAME": topology.ADMIN_USER, "MLFLOW_TRACKING_PASSWORD": mlflow_password}
+    # Least privilege as compose: Airflow's components log in as a non-admin user, serving as a read-only one
+    users = {name: secrets.token_urlsafe(16) for name in (topology.MLFLOW_WORKER_USER, topology.MLFLOW_SERVING_USER)}
+    as_user = {
+        name: {"MLFLOW_TRACKING_USERNAME": name, "MLFLOW_TRACKING_PASSWORD": pw} for name, pw in users.items()
+    } if mlflow_auth else {name: {} for name in users}  # fmt: skip
 
     airflow = topology.native_env(
         home=str(tmp / "airflow"),
@@ -408,24 +421,25 @@ def _start(tmp: Path, dbs: dict[str, str], redis_client: Any, mlflow_auth: bool,
         lake=str(tmp / "lake"),
         spec_dir=str(_relaxed_spec_dir(tmp)),
         passwords_file=str(password_file),
-        sql_alchemy_conn=_pg_url(dbs["airflow"]),
+        sql_alchemy_conn=_as_owner(dbs["airflow"]),
         broker_url=f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_client.connection_pool.connection_kwargs['db']}",
-        result_backend=_pg_url(dbs["airflow"], "db+postgresql"),
-        source_url=_pg_url(dbs["source"]),
+        result_backend=_as_owner(dbs["airflow"], "db+postgresql"),
+        source_url=_pg_url(dbs["source"], user=reader),  # the DAGs read the source read-only
         mlflow_url=mlflow_url,
         api_port=ports["api"],
         scheduler_health_port=ports["scheduler_health"],
         trigger_log_port=ports["trigger_logs"],
-        mlflow_credentials=credentials,
+        mlflow_credentials=as_user[topology.MLFLOW_WORKER_USER],
     )
     env = _process_env(airflow)
     s = Stack(tmp=tmp, api_url=f"http://127.0.0.1:{ports['api']}", mlflow_url=mlflow_url, lake=tmp / "lake",
-              password=password, mlflow_auth=mlflow_auth, mlflow_credentials=credentials, env=airflow,
+              password=password, mlflow_auth=mlflow_auth, mlflow_credentials=credentials,
+              serving_credentials=as_user[topology.MLFLOW_SERVING_USER], env=airflow,
               procs=procs)  # fmt: skip
 
     # MLflow (slowest: its schema migration) and the Airflow DB migration first, the source seeded meanwhile
     settings = {
-        "--backend-store-uri": _pg_url(dbs["mlflow"]),
+        "--backend-store-uri": _as_owner(dbs["mlflow"]),
         "--artifacts-destination": str(tmp / "mlflow-artifacts"),
         "--serve-artifacts": None,
         "--allowed-hosts": f"127.0.0.1:{ports['mlflow']},localhost:{ports['mlflow']}",
@@ -436,7 +450,7 @@ def _start(tmp: Path, dbs: dict[str, str], redis_client: Any, mlflow_auth: bool,
     s.start(topology.MLFLOW_SERVICE, argv + list(topology.MLFLOW_AUTH_APP if mlflow_auth else ()), mlflow_env)
     s.start("db-migrate", ["airflow", *topology.INIT], env)
     t0 = time.monotonic()
-    seed_postgres_source(_pg_url(dbs["source"]))
+    seed_postgres_source(_as_owner(dbs["source"]))
     s.timings["seed source (COPY, full 2013)"] = round(time.monotonic() - t0, 1)
     try:
         rc = procs["db-migrate"].wait(timeout=180)
@@ -453,7 +467,10 @@ def _start(tmp: Path, dbs: dict[str, str], redis_client: Any, mlflow_auth: bool,
             n = topology.WORKERS.index(service) + 1
             argv += ["-H", f"w{n}@%h"]  # distinct Celery node names on one host
             extra = topology.worker_env(service, ports[f"w{n}_logs"])
-        s.start(service, argv, env | extra)
+        service_env = env | extra
+        if service in topology.WORKERS:
+            service_env = {k: v for k, v in service_env.items() if k not in topology.WORKER_WITHOUT}
+        s.start(service, argv, service_env)
 
     # readiness: what compose's healthchecks check
     def get(url: str) -> int:
@@ -481,5 +498,10 @@ def _start(tmp: Path, dbs: dict[str, str], redis_client: Any, mlflow_auth: bool,
         s.wait(f"{dag_id} parsed", lambda d=dag_id: s.api("GET", f"/api/v2/dags/{d}", ok=(200, 404)).get("dag_id"),
                120, logs=("airflow-dag-processor",))  # fmt: skip
     s.wait("MLflow server /health", lambda: get(f"{mlflow_url}/health") == 200, 180, logs=(topology.MLFLOW_SERVICE,))
+    if mlflow_auth:  # compose's mlflow-users service
+        with pytest.MonkeyPatch.context() as mp:
+            for k, v in credentials.items():
+                mp.setenv(k, v)
+            provision_mlflow_users(mlflow_url, users)
     s.timings["stack up (from start)"] = round(time.monotonic() - t_start, 1)
     return s

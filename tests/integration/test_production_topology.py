@@ -73,7 +73,7 @@ def lifecycle(stack) -> dict:
     stack.timings["monitor"] = round(time.monotonic() - t2, 1)
 
     def serving_health() -> dict | None:
-        r = httpx.get(f"{stack.serving_url}/health", timeout=10)
+        r = httpx.get(f"{stack.serving_url}/health", headers=stack.serving_headers, timeout=10)
         ok = r.status_code == 200 and r.json()["model_version"] == out["champion_version"]
         return r.json() if ok else None  # 503 until it has loaded the champion
 
@@ -195,7 +195,8 @@ def test_serving_scores_like_the_champion(stack, lifecycle, monkeypatch):
     def invoke(batch: pd.DataFrame) -> httpx.Response:
         def answered() -> httpx.Response | None:
             r = httpx.post(f"{stack.serving_url}/invocations", content=serving.request_body(batch),
-                           headers={"Content-Type": "application/json"}, timeout=30)  # fmt: skip
+                           headers={"Content-Type": "application/json", **stack.serving_headers},
+                           timeout=30)  # fmt: skip
             return None if r.status_code == 503 else r  # a worker whose first alias check failed retries in 1 s
 
         return stack.wait("serving /invocations", answered, 30, logs=(topology.SERVING_SERVICE,))
@@ -237,6 +238,7 @@ def test_components_still_healthy(stack, lifecycle):
         "triggerer": "healthy",
         "dag_processor": "healthy",
     }
-    serving = httpx.get(f"{stack.serving_url}/health", timeout=10)
+    assert httpx.get(f"{stack.serving_url}/health", timeout=10).status_code == 401  # the token is on, as in compose
+    serving = httpx.get(f"{stack.serving_url}/health", headers=stack.serving_headers, timeout=10)
     assert serving.status_code == 200, serving.text
     assert serving.json()["model_version"] == lifecycle["champion_version"]

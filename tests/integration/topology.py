@@ -19,6 +19,10 @@ import socket
 
 EXECUTOR = "CeleryExecutor"
 ADMIN_USER = "admin"
+# MLflow users (include/mlops/provision.py): Airflow's components create experiments and models (and manage what
+# they create); serving reads. Neither is the admin, whose password stays with the MLflow server and its init.
+MLFLOW_WORKER_USER = "mlops-worker"
+MLFLOW_SERVING_USER = "mlops-serving"
 
 # Compose service -> the `airflow` sub-command it runs (the image's entrypoint prefixes `airflow`).
 INIT = ("db", "migrate")
@@ -68,9 +72,10 @@ SERVING_NATIVE_FLAGS: dict[str, str] = {
     "--reload-seconds": "the test waits for the promoted champion; production re-checks the alias every 30 s",
 }
 # Its environment, in both deployments: the registry it reads through (with basic-auth credentials), one compute
-# thread per worker process.
+# thread per worker process, and the bearer token every request but /ping must carry.
 SERVING_FIXED_ENV: dict[str, str] = {"OMP_NUM_THREADS": "1"}
-SERVING_ENV: tuple[str, ...] = (*SERVING_FIXED_ENV, "MLFLOW_TRACKING_URI", *MLFLOW_CLIENT_AUTH_ENV)
+SERVING_AUTH_ENV = "MLOPS_SERVING_TOKEN"
+SERVING_ENV: tuple[str, ...] = (*SERVING_FIXED_ENV, "MLFLOW_TRACKING_URI", *MLFLOW_CLIENT_AUTH_ENV, SERVING_AUTH_ENV)
 
 # Celery `imports`: modules each worker imports once at startup, before it forks its pool. Airflow forks every
 # task process from the pool, so tasks start with these already loaded: importing GX alone costs ~10 s of CPU,
@@ -133,6 +138,7 @@ SECRET_ENV: tuple[str, ...] = (
     "MLFLOW_AUTH_ADMIN_PASSWORD",
     "MLFLOW_FLASK_SERVER_SECRET_KEY",
     "MLFLOW_BACKEND_STORE_URI",
+    SERVING_AUTH_ENV,
 )
 # Set only natively, each with the reason compose does without it.
 NATIVE_ONLY_ENV: dict[str, str] = {
@@ -215,6 +221,12 @@ def native_env(
     return FIXED_SETTINGS | deployment | (mlflow_credentials or {}) | native
 
 
+# Settings a Celery worker does without: the JWT secret signs the REST and execution API tokens, and a worker
+# only presents the token the scheduler put in its workload (its log server checks `[api] secret_key`). A worker
+# that held it could mint a token for any task (docs/security.md).
+WORKER_WITHOUT: tuple[str, ...] = ("AIRFLOW__API_AUTH__JWT_SECRET",)
+
+
 def worker_env(service: str, log_server_port: int) -> dict[str, str]:
     """What one native Celery worker adds: its name (for the hostname callable) and its own log-server port."""
     return {WORKER_NAME_ENV: service, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_server_port)}
@@ -226,6 +238,7 @@ def serving_command(host: str, port: int, reload_seconds: float | None = None) -
     return argv + (["--reload-seconds", str(reload_seconds)] if reload_seconds is not None else [])
 
 
-def serving_env(mlflow_url: str, mlflow_credentials: dict[str, str] | None = None) -> dict[str, str]:
+def serving_env(mlflow_url: str, mlflow_credentials: dict[str, str] | None = None, token: str = "") -> dict[str, str]:
     """The settings the natively started serving process gets (the caller adds PATH, PYTHONPATH and the like)."""
-    return SERVING_FIXED_ENV | {"MLFLOW_TRACKING_URI": mlflow_url} | (mlflow_credentials or {})
+    auth = {SERVING_AUTH_ENV: token} if token else {}
+    return SERVING_FIXED_ENV | {"MLFLOW_TRACKING_URI": mlflow_url} | (mlflow_credentials or {}) | auth

@@ -6,6 +6,7 @@ Path traversal in `source_uri` is in test_corrupt_input.py; compose secrets in t
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import socket
 import subprocess
@@ -158,3 +159,35 @@ def test_a_token_for_the_configured_user_gets_through(api_server):
     assert _request(api_server["url"] + "/api/v2/dags", token=token) == 200
     wrong = {"username": USER, "password": "wrong-" + secrets.token_hex(4)}
     assert _request(api_server["url"] + "/auth/token", data=wrong) == 401
+
+
+def _pip_audit_with(tmp_path, stdout: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """scripts/pip_audit.py with ``pip-audit`` on PATH answering ``stdout`` (what the real one prints here when
+    its service knows none of our packages, or a finding)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    tool = bin_dir / "pip-audit"
+    tool.write_text(f"#!/bin/sh\ncat <<'EOF'\n{stdout}\nEOF\n")
+    tool.chmod(0o755)
+    path = f"{bin_dir}:{os.environ['PATH']}"
+    return subprocess.run(
+        [sys.executable, "scripts/pip_audit.py"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": path, **env},
+    )
+
+
+def test_an_audit_that_audited_nothing_says_not_run_and_fails_when_required(tmp_path):
+    nothing = json.dumps({"dependencies": [{"name": "pandas", "version": "2.3.3", "skip_reason": "not found"}]})
+    proc = _pip_audit_with(tmp_path, nothing, {"MLOPS_REQUIRE_AUDIT": "0"})
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("pip-audit NOT RUN: ")
+    proc = _pip_audit_with(tmp_path, nothing, {"MLOPS_REQUIRE_AUDIT": "1"})
+    assert proc.returncode == 2, proc.stdout
+    assert "MLOPS_REQUIRE_AUDIT=1: failing" in proc.stdout
+    found = {"name": "pandas", "version": "2.3.3", "vulns": [{"id": "PYSEC-0000-1", "fix_versions": ["9"]}]}
+    proc = _pip_audit_with(tmp_path, json.dumps({"dependencies": [found]}), {})
+    assert proc.returncode == 1
+    assert "pandas 2.3.3: PYSEC-0000-1" in proc.stdout

@@ -30,6 +30,26 @@ TRAIN_END = date(2013, 1, 24)  # Jan 1-23 written as validated; Jan 24 ingested 
 MONITOR_DAYS = ("2013-01-22", "2013-01-24")
 TRAIN_CONF = {"window_end": TRAIN_END.isoformat(), "window_days": 21, "search_iterations": 2, "seed": 7}
 SCREENSHOTS = REPO / "docs" / "screenshots"
+XSS_DAY = "2013-01-22"  # a monitored day whose validated rows carry XSS in `dest` (a column with a not-null check only)
+# Script that, if it ever runs, tries what the review showed: a dialog, then reading the Airflow API with the
+# viewer's session and triggering a DAG run; it records the outcome on the document for the test to read.
+XSS = (
+    "</script><script>alert('xss');var d=document.documentElement;"
+    "fetch('/api/v2/dags',{credentials:'include'}).then(r=>r.ok?r.text():Promise.reject(r.status))"
+    ".then(t=>d.setAttribute('data-leak',t.length)).catch(e=>d.setAttribute('data-blocked',String(e)));"
+    "fetch('/api/v2/dags/flights_train/dagRuns',{method:'POST',credentials:'include',"
+    "headers:{'Content-Type':'application/json'},body:'{\"logical_date\":null}'})"
+    ".then(r=>d.setAttribute('data-post',r.status)).catch(e=>d.setAttribute('data-post-blocked',String(e)))"
+    "</script><!--"
+)
+
+
+def with_xss(nyc: dict, day: str = XSS_DAY, share: float = 0.3) -> dict:
+    """``nyc`` with the XSS payload as the destination of a share of ``day``'s flights."""
+    flights = nyc["flights"].copy()
+    rows = flights.index[flights["flight_date"] == day]
+    flights.loc[rows[: int(len(rows) * share)], "dest"] = XSS
+    return {**nyc, "flights": flights}
 
 
 def browser_or_skip() -> str:
@@ -159,7 +179,8 @@ def stack(airflow_db, source_db, nyc, spec, module_mlflow, tmp_path_factory):  #
     home = tmp / "server"
     proc = _start_api_server(home, port, password, {"MLOPS_DATA_ROOT": str(root)})
     try:
-        write_validated(lake, nyc, spec, [(TRAIN_END - timedelta(days=23), TRAIN_END - timedelta(days=1))])
+        span = [(TRAIN_END - timedelta(days=23), TRAIN_END - timedelta(days=1))]
+        write_validated(lake, with_xss(nyc), spec, span)  # as if the XSS had passed validation (dest: not-null only)
         runs = {"ingest": dagbag().get_dag("flights_ingest").test(logical_date=datetime(2013, 1, 24, tzinfo=UTC))}
         # A 21-day January window: relax the absolute and slice thresholds, as tests/e2e/test_gate_dag.py does.
         raw = yaml.safe_load((SPEC_DIR / "flights.yaml").read_text())

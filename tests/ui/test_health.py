@@ -31,6 +31,10 @@ def lake(tmp_path):
     os.symlink(
         tmp_path / "lake/reports/gate/flights/v3/gate.html", tmp_path / "lake/reports/gate/flights/v3/alias.html"
     )
+    # inside the lake but outside the folder the link names: another dataset's report, the validated zone
+    lake.write_bytes("reports/gate/other/v1/gate.html", b"<html>other dataset</html>")
+    os.symlink(tmp_path / "lake/reports/gate/other/v1/gate.html", tmp_path / "lake/reports/gate/flights/v3/other.html")
+    os.symlink(tmp_path / "lake/validated", tmp_path / "lake/reports/gx/flights/validated")
     return lake
 
 
@@ -80,8 +84,53 @@ def test_report_path_refuses_anything_else(lake, rel, why):
 @pytest.mark.parametrize("rel", ["reports/gate/flights/v3/escape.html", "reports/gate/flights/outside/secret.html"])
 def test_report_path_refuses_symlinks_out_of_the_lake(lake, rel):
     assert os.path.exists(lake.path(*rel.split("/")))  # the file is reachable through the link...
-    with pytest.raises(ReportPathError, match="leaves the lake"):
+    with pytest.raises(ReportPathError, match="leaves reports/gate/flights/"):
         report_path(lake, rel)  # ...but never served
+
+
+@pytest.mark.parametrize(
+    "rel", ["reports/gate/flights/v3/other.html", "reports/gx/flights/validated/flights/date=2013-01-24/_manifest.json"]
+)
+def test_report_path_refuses_symlinks_out_of_the_reports_own_folder(lake, rel):
+    assert os.path.exists(lake.path(*rel.split("/")))
+    with pytest.raises(ReportPathError, match=r"leaves reports/(gate|gx)/flights/"):
+        report_path(lake, rel)
+
+
+KEY = b"k" * 32
+
+
+@pytest.mark.parametrize(
+    ("signed", "asked"),
+    [
+        ("reports/gx/flights/date=2013-01-24/docs/index.html", "reports/gx/flights/date=2013-01-24/docs/static/a.css"),
+        ("reports/gx/flights/date=2013-01-24/docs/index.html", "reports/gx/flights/date=2013-01-24/result.json"),
+        ("reports/gate/flights/v3/gate.html", "reports/gate/flights/v3/gate.json"),
+        ("reports/drift/flights/decisions/2013-01-24.json", "reports/drift/flights/decisions/2013-01-25.json"),
+    ],
+)
+def test_a_signed_report_link_opens_its_own_folder(signed, asked):
+    token = health.sign_report(KEY, signed, now=1000)
+    health.check_signature(KEY, token, asked, now=1000 + health.REPORT_LINK_SECONDS - 1)
+
+
+@pytest.mark.parametrize(
+    ("asked", "key", "at", "why"),
+    [
+        ("reports/gx/flights/date=2013-01-25/docs/index.html", KEY, 1000, "not valid for this file"),
+        ("reports/gate/flights/v4/gate.html", KEY, 1000, "not valid for this file"),
+        ("reports/gx/other/date=2013-01-24/docs/index.html", KEY, 1000, "not valid for this file"),
+        ("reports/gx/flights/date=2013-01-24/docs/index.html", b"x" * 32, 1000, "not valid for this file"),
+        ("reports/gx/flights/date=2013-01-24/docs/index.html", KEY, 1000 + 3601, "expired"),
+    ],
+)
+def test_a_signed_report_link_opens_nothing_else(asked, key, at, why):
+    token = health.sign_report(KEY, "reports/gx/flights/date=2013-01-24/docs/index.html", now=1000)
+    with pytest.raises(health.ReportLinkError, match=why):
+        health.check_signature(key, token, asked, now=at)
+    for forged in ("", "abc", f"{int(token.split('.')[0]) + 10}.{token.split('.')[1]}", token.split(".")[0] + "."):
+        with pytest.raises(health.ReportLinkError):
+            health.check_signature(KEY, forged, "reports/gx/flights/date=2013-01-24/docs/index.html", now=1000)
 
 
 def test_report_path_names_a_missing_report(lake):

@@ -9,7 +9,9 @@ token the plugin answers 401/403, and nothing outside the lake's reports is ever
 from __future__ import annotations
 
 import json
+import os
 import re
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 import pytest
@@ -96,12 +98,36 @@ def test_extra_links_come_from_the_tasks_results(stack):
     assert monitor["Evidently report"] == f"{stack.url}/mlops/reports/drift/flights/date=2013-01-24/drift.html"
     assert "MLflow run" in monitor
     assert _links(stack, token, "flights_monitor", runs["monitor 2013-01-24"].run_id, "request_retrain") == {}
-    # every report link is served (with the token) as HTML
+    # every report link (with the token) redirects to its signed URL, served sandboxed as HTML without a token
     for url in (ingest["Data Docs"], evaluate["Gate report"], monitor["Evidently report"]):
         status, body, headers = stack.get(url.removeprefix(stack.url), token)
-        assert status == 200, url
+        assert status == 303, (url, body[:200])
+        signed = headers["location"]
+        assert re.fullmatch(r"/mlops/r/\d+\.[\w-]{43}/reports/.+", signed), signed
+        assert signed.endswith(url.removeprefix(f"{stack.url}/mlops/"))
+        status, body, headers = stack.get(signed)
+        assert status == 200, signed
         assert headers["content-type"].startswith("text/html")
+        assert headers["content-security-policy"].startswith("sandbox allow-scripts allow-popups allow-downloads;")
+        assert "allow-same-origin" not in headers["content-security-policy"]
         assert b"<html" in body[:2000].lower()
+
+
+def test_a_signed_report_url_opens_only_its_own_folder(stack):
+    _, _, headers = stack.get("/mlops/reports/gate/flights/v1/gate.html", stack.token())
+    token = headers["location"].split("/")[3]
+    assert stack.get(f"/mlops/r/{token}/reports/gate/flights/v1/gate.json")[0] == 200  # same folder
+    for other in (
+        "reports/gx/flights/date=2013-01-24/docs/index.html",  # another report
+        "reports/gate/flights/v1/leak.html",  # a symlink out of the lake, in the signed folder
+    ):
+        status, body, _ = stack.get(f"/mlops/r/{token}/{other}")
+        assert status in (400, 403), (other, status)
+        assert stack.outside_secret.encode() not in body
+    forged = token.split(".")[0] + "." + "A" * 43
+    assert stack.get(f"/mlops/r/{forged}/reports/gate/flights/v1/gate.html")[0] == 403
+    later = f"{int(token.split('.')[0]) + 3600}.{token.split('.')[1]}"  # a longer life is another signature
+    assert stack.get(f"/mlops/r/{later}/reports/gate/flights/v1/gate.html")[0] == 403
 
 
 # -- the browser ---------------------------------------------------------------------------------------------
@@ -195,3 +221,111 @@ def test_data_docs_and_evidently_reports_render_inside_the_ui(stack, page, shots
     page.goto(f"{stack.url}/mlops/reports/drift/flights/date=2013-01-24/drift.html")
     page.get_by_text(re.compile("drift", re.I)).first.wait_for()
     shots(page, "evidently-report", publish=False)
+
+
+# -- reports cannot run script in the Airflow origin (docs/security.md) -----------------------------------------
+def _dag_runs(stack, token: str, dag_id: str) -> int:
+    status, body, _ = stack.get(f"/api/v2/dags/{dag_id}/dagRuns", token)
+    assert status == 200, body
+    return json.loads(body)["total_entries"]
+
+
+ATTRS = "() => Object.fromEntries([...document.documentElement.attributes].map(a => [a.name, a.value]))"
+
+
+def _open_report(page, stack, rel: str, dialogs: list) -> object:
+    """``rel`` opened in the logged-in browser (``page``: a new tab of the session) through the authenticated
+    route; the frame it ends in. Every dialog the page opens is recorded in ``dialogs``."""
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(f"{stack.url}/mlops/{rel}")
+    page.wait_for_url(re.compile(r".*/mlops/r/\d+\.[\w-]+/reports/.*"))
+    page.wait_for_load_state("load")
+    page.wait_for_timeout(1500)  # time for any fetch the page starts to finish
+    return page.main_frame
+
+
+@pytest.fixture
+def tab(page):
+    """A new tab of the logged-in session."""
+    p = page.context.new_page()
+    p.set_default_timeout(60_000)
+    yield p
+    p.close()
+
+
+def test_xss_in_a_validated_value_is_escaped_in_the_real_evidently_report(stack, tab, shots):
+    """The payload passed validation (dest has only a not-null check) and went through flights_monitor: the
+    drift report carries it as data, nothing runs, and the report still draws."""
+    from tests.ui.conftest import XSS_DAY
+
+    rel = f"reports/drift/flights/date={XSS_DAY}/drift.html"
+    raw = stack.lake.fs.cat_file(stack.lake.path(*rel.split("/"))).decode()
+    assert "</script><script>alert('xss')" not in raw
+    assert "\\u003c/script>\\u003cscript>alert('xss')" in raw  # it is there, escaped: the monitor saw the payload
+    token = stack.token()
+    before = _dag_runs(stack, token, "flights_train")
+    dialogs: list[str] = []
+    frame = _open_report(tab, stack, rel, dialogs)
+    tab.get_by_text(re.compile("drift", re.I)).first.wait_for()
+    attrs = frame.evaluate(ATTRS)
+    assert not {"data-leak", "data-blocked", "data-post", "data-post-blocked"} & set(attrs), attrs  # never ran
+    assert dialogs == []
+    assert _dag_runs(stack, token, "flights_train") == before
+    shots(tab, "xss-evidently-escaped", publish=False)
+
+
+@pytest.mark.parametrize("kind", ["evidently", "data-docs"])
+def test_script_that_does_run_in_a_report_cannot_reach_the_airflow_session(stack, tab, shots, kind):
+    """The second wall, for markup that gets into a report anyway: the same Evidently page without our escaping
+    (what Evidently writes), and a real Data Docs page with the payload where GX renders an upload's column header
+    raw. Served sandboxed, the script runs in an opaque origin: no dialog, the API read and the DAG trigger both
+    fail (before the sandbox, the read returned the DAG list and the POST went through)."""
+    from tests.ui.conftest import XSS, XSS_DAY
+
+    lake = stack.lake
+    if kind == "evidently":
+        escaped = lake.fs.cat_file(lake.path("reports", "drift", "flights", f"date={XSS_DAY}", "drift.html")).decode()
+        rel = f"reports/drift/flights/date={XSS_DAY}/drift-unescaped.html"
+        page_html = escaped.replace("\\u003c", "<")  # what Evidently itself writes (our escaping undone)
+    else:
+        docs = lake.fs.cat_file(lake.path("reports", "gx", "flights", "date=2013-01-24", "docs", "index.html")).decode()
+        rel = "reports/gx/flights/date=2013-01-24/docs/xss-header.html"
+        page_html = docs.replace("<body>", f"<body><td>{XSS}</td>", 1)
+    assert "</script><script>alert('xss')" in page_html
+    lake.write_bytes(rel, page_html.encode())
+    token = stack.token()
+    before = _dag_runs(stack, token, "flights_train")
+    dialogs: list[str] = []
+    frame = _open_report(tab, stack, rel, dialogs)
+    tab.wait_for_function("() => document.documentElement.hasAttribute('data-blocked')", timeout=30_000)
+    tab.wait_for_function(
+        "() => ['data-post', 'data-post-blocked'].some(a => document.documentElement.hasAttribute(a))",
+        timeout=30_000,
+    )
+    attrs = frame.evaluate(ATTRS)
+    assert "data-leak" not in attrs, attrs  # the script ran (data-blocked) but could not read the API
+    assert "data-post" not in attrs, attrs  # nor send an authenticated POST
+    assert dialogs == []  # alert() is ignored in a sandbox without allow-modals
+    assert _dag_runs(stack, token, "flights_train") == before
+    assert frame.evaluate("() => window.origin") == "null"
+    shots(tab, f"xss-sandboxed-{kind}", publish=False)
+
+
+def test_an_upload_with_markup_in_its_header_is_refused_by_the_pipeline(stack, nyc, spec):
+    """The GX class at its source: flights_ingest refuses the file before GX (and its Data Docs) see it."""
+    from tests.e2e.conftest import dagbag, state
+    from tests.ui.conftest import XSS
+
+    landing = os.environ["MLOPS_INGEST_ALLOWED_ROOTS"].split(os.pathsep)[0]
+    rows = nyc["flights"][nyc["flights"]["flight_date"] == "2013-01-25"].head(20)
+    path = os.path.join(landing, "xss-header.csv")
+    rows.rename(columns={"dest": XSS}).to_csv(path, index=False)
+    dr = (
+        dagbag()
+        .get_dag("flights_ingest")
+        .test(logical_date=datetime(2013, 1, 25, tzinfo=UTC), run_conf={"source_uri": path, "date": "2013-01-25"})
+    )
+    assert state(dr) == "failed"
+    assert not stack.lake.exists("reports/gx/flights/date=2013-01-25/docs/index.html")
+    found = [p for p in stack.lake.fs.find(stack.lake.path("reports")) if XSS.encode() in stack.lake.fs.cat_file(p)]
+    assert found == [] or all(p.endswith(("drift-unescaped.html", "xss-header.html")) for p in found), found

@@ -24,13 +24,23 @@ SERVICES: dict = COMPOSE["services"]
 # Compose interpolation `${NAME}`, `${NAME:-default}`, `${NAME:?message}` (`$${…}` is an escaped literal).
 REF = re.compile(r"(?<!\$)\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?+])?(?P<arg>[^}]*)\}")
 SECRET_NAME = re.compile(r"PASSWORD$|SECRET|FERNET|_KEY$|_AUTH$|^AIRFLOW_CONN_")
-ONE_SHOT = {"airflow-init", "airflow-cli", "source-seed"}  # run to completion: no healthcheck
+ONE_SHOT = {"airflow-init", "airflow-cli", "source-seed", "mlflow-users"}  # run to completion: no healthcheck
 # Set only in compose, each for a container mechanic the native processes do not have.
 COMPOSE_ONLY_ENV = {
     "DUMB_INIT_SETSID": "workers: let SIGTERM reach only Celery's main process (warm shutdown)",
     "CONNECTION_CHECK_MAX_COUNT": "airflow-cli: skip the entrypoint's DB wait",
     "AIRFLOW_UID": "airflow-init: owner of the volumes it prepares",
-    "POSTGRES_PASSWORD": "airflow-init: creates the MLflow and source databases",
+    "POSTGRES_PASSWORD": "airflow-init: the superuser creates the roles and databases",
+    **{
+        name: "airflow-init: the password it gives the role"
+        for name in (
+            "AIRFLOW_DB_PASSWORD",
+            "MLFLOW_DB_PASSWORD",
+            "MLFLOW_AUTH_DB_PASSWORD",
+            "SOURCE_DB_PASSWORD",
+            "SOURCE_READER_PASSWORD",
+        )
+    },
     "AIRFLOW_ADMIN_PASSWORD": "airflow-init: writes the passwords file",
 }
 
@@ -144,15 +154,15 @@ def test_serving_runs_the_same_command():
 
 def test_serving_settings_are_the_topology():
     e = env(topology.SERVING_SERVICE)
-    native = topology.serving_env("http://m:1", dict.fromkeys(topology.MLFLOW_CLIENT_AUTH_ENV, "x"))
+    native = topology.serving_env("http://m:1", dict.fromkeys(topology.MLFLOW_CLIENT_AUTH_ENV, "x"), token="t")
     assert set(e) == set(topology.SERVING_ENV) == set(native)
     for name, value in topology.SERVING_FIXED_ENV.items():
         assert e[name] == native[name] == value, name
     tracking = urlsplit(interpolate(e["MLFLOW_TRACKING_URI"]))
     assert tracking.hostname == topology.MLFLOW_SERVICE
     assert f"{tracking.hostname}:{tracking.port}" in env(topology.MLFLOW_SERVICE)["MLFLOW_SERVER_ALLOWED_HOSTS"]
-    assert e["MLFLOW_TRACKING_USERNAME"] == topology.ADMIN_USER  # the auth app's admin_username
-    assert "${MLFLOW_AUTH_ADMIN_PASSWORD:?" in e["MLFLOW_TRACKING_PASSWORD"]  # its admin password, from .env
+    assert e["MLFLOW_TRACKING_USERNAME"] == topology.MLFLOW_SERVING_USER  # read-only, not the admin
+    assert "${MLFLOW_SERVING_PASSWORD:?" in e["MLFLOW_TRACKING_PASSWORD"]
 
 
 def test_mlflow_settings_are_mlflows_own_environment_variables():
@@ -183,6 +193,9 @@ def test_every_secret_comes_from_env_with_no_default():
     assert not defaulted, f"secrets with a default or optional: {defaulted}"
     for service in SERVICES:
         for name, value in env(service).items():
+            if service in topology.WORKERS and name in topology.WORKER_WITHOUT:
+                assert value == "", f"{service}: {name} must be emptied for workers"
+                continue
             if name in topology.SECRET_ENV or SECRET_NAME.search(name):
                 assert re.search(r"(?<!\$)\$\{[A-Za-z0-9_]+:\?", value), f"{service}: {name} is not from .env"
 
@@ -265,3 +278,21 @@ def test_dockerfile_builds_the_locked_environment():
     assert locked or '"mlflow[auth]"' in dockerfile
     dockerignore = (REPO / ".dockerignore").read_text().split()
     assert {".env", ".venv", ".git"} <= set(dockerignore)
+
+
+def test_least_privilege_accounts():
+    """Only the postgres service and airflow-init see the superuser's password, only MLflow and mlflow-users the
+    MLflow admin's; workers connect as their own roles and users (docs/security.md)."""
+    for service in SERVICES:
+        text = yaml.safe_dump(SERVICES[service])
+        if "POSTGRES_PASSWORD:?" in text:
+            assert service in ("postgres", "airflow-init"), service
+        if "MLFLOW_AUTH_ADMIN_PASSWORD" in text:
+            assert service in (topology.MLFLOW_SERVICE, "mlflow-users"), service
+    common = env(topology.WORKERS[0])
+    assert common["MLFLOW_TRACKING_USERNAME"] == topology.MLFLOW_WORKER_USER
+    assert urlsplit(interpolate(common["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])).username == "airflow"
+    assert urlsplit(interpolate(env(topology.MLFLOW_SERVICE)["MLFLOW_BACKEND_STORE_URI"])).username == "mlflow"
+    assert "flights_source_reader" in (REPO / "scripts" / "prod_env.sh").read_text()
+    for worker in topology.WORKERS:
+        assert not set(topology.WORKER_WITHOUT) & {k for k, v in env(worker).items() if v}, worker

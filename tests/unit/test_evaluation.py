@@ -15,6 +15,7 @@ from include.mlops import evaluation as E
 from include.mlops import features as F
 from include.mlops import training as T
 from include.mlops.storage import Lake
+from include.mlops.training import SKOPS_TRUSTED_TYPES
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +282,8 @@ def _log_model(uri: str, spec, pipe, x: pd.DataFrame, *, signature: bool = True,
             name="model",
             signature=infer_signature(x.head(50), pipe.predict_proba(x.head(50))) if signature else None,
             registered_model_name=spec.name,
-            serialization_format="cloudpickle",
+            serialization_format="skops",  # what training logs; scoring refuses pickle
+            skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
             pip_requirements=["scikit-learn"],
         )
     return str(info.registered_model_version)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from include.mlops import registry as R
+from include.mlops.training import SKOPS_TRUSTED_TYPES
 
 VERSIONS = 6  # v1 … v5 passed the gate; v6 has no gate decision
 
@@ -39,7 +40,8 @@ def template(tmp_path_factory, spec) -> str:
             model,
             name="model",
             registered_model_name=spec.name,
-            serialization_format="cloudpickle",
+            serialization_format="skops",  # what training logs; scoring refuses pickle
+            skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
             pip_requirements=["scikit-learn"],
         )
     first = client.get_model_version(spec.name, "1")

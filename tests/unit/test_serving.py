@@ -4,8 +4,15 @@ fixtures of test_scoring), through Starlette's TestClient. Served probabilities 
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
+import os
 import re
+import secrets
+import select
+import socket
+import threading
 import time
 import warnings
 
@@ -260,8 +267,9 @@ def test_moving_the_alias_swaps_the_served_version(small_spec, champion, table, 
             name="model",
             signature=mlflow.models.infer_signature(x.head(50), other.predict_proba(x.head(50))),
             registered_model_name="flights",
-            serialization_format="cloudpickle",
-            pip_requirements=T._pip_requirements("cloudpickle"),  # inferring them takes seconds
+            serialization_format="skops",
+            skops_trusted_types=list(T.SKOPS_TRUSTED_TYPES),
+            pip_requirements=T._pip_requirements("skops"),  # inferring them takes seconds
         )
     v2 = str(info.registered_model_version)
     registry.set_model_version_tag("flights", v2, "threshold", "0.3")
@@ -292,3 +300,280 @@ def test_settings_travel_to_worker_processes_through_the_environment():
     assert V.Settings.from_env(settings.to_env()) == settings
     with pytest.raises(RuntimeError, match="MLOPS_SERVING_DATASET is not set"):
         V.Settings.from_env({})
+
+
+# -- attacks on a real server on loopback ------------------------------------------------------------------
+# Each test runs uvicorn with the server's own protocol class on 127.0.0.1 (a thread of this process) and speaks
+# raw HTTP to it, with socket timeouts that bound the test. Every one of them failed on the server before the
+# hardening: no auth, a chunked body read whole, connections with unfinished headers or bodies kept for ever,
+# NaN / Infinity / 1e999 / 10**30 scored or a 500, a deep body a 500, big bodies parsed on the event loop.
+@contextlib.contextmanager
+def loopback(spec, uri: str, monkeypatch, header_timeout: float = 10.0, **settings):
+    """The app served by uvicorn on 127.0.0.1 (a free port); yields the port."""
+    import uvicorn
+
+    monkeypatch.setenv("MLOPS_SERVING_HEADER_TIMEOUT", str(header_timeout))  # read by the protocol class
+    app = V.create_app(V.Settings("flights", tracking_uri=uri, reload_seconds=0, **settings), spec=spec)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, http=V.HeaderTimeoutProtocol, log_level="warning", limit_concurrency=1000)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive(), "the loopback server stopped"
+        assert time.monotonic() < deadline, "the loopback server did not start"
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+
+
+def _request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def _closed_by_server(s: socket.socket, within: float) -> bool:
+    """True when the server closes ``s`` (EOF or reset, whatever it sent first) within ``within`` seconds."""
+    s.settimeout(within)
+    try:
+        while s.recv(65536):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_a_token_guards_everything_but_ping(small_spec, champion, rows, monkeypatch):  # noqa: F811
+    token = secrets.token_urlsafe(24)
+    body = V.request_body(rows.head(1))
+    with loopback(small_spec, champion["uri"], monkeypatch, token=token) as port:
+        for method, path in (("POST", "/invocations"), ("GET", "/health"), ("GET", "/version")):
+            for auth in ({}, {"Authorization": f"Bearer {token}x"}, {"Authorization": token}):
+                status, data = _request(port, method, path, body if method == "POST" else None, auth)
+                assert status == 401, (path, auth, data)
+                assert json.loads(data)["error_code"] == "UNAUTHORIZED"
+            status, data = _request(
+                port, method, path, body if method == "POST" else None, {"Authorization": f"Bearer {token}"}
+            )
+            assert status == 200, (path, data)
+        assert _request(port, "GET", "/ping")[0] == 200  # the liveness probe stays open
+
+
+def test_the_server_refuses_to_serve_other_hosts_without_a_token(monkeypatch, capsys):
+    monkeypatch.delenv("MLOPS_SERVING_TOKEN", raising=False)
+    with pytest.raises(SystemExit):
+        V.main(["--dataset", "flights", "--host", "192.0.2.1"])  # TEST-NET: never bound, even by a regression
+    assert "refusing to serve 192.0.2.1 without authentication" in capsys.readouterr().err
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit_not_read_whole(small_spec, champion, monkeypatch):  # noqa: F811
+    limit = 2**20
+    chunk = b"x" * 65536
+    with loopback(small_spec, champion["uri"], monkeypatch, max_body_mb=1) as port:
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"POST /invocations HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n")
+        s.sendall(b"Transfer-Encoding: chunked\r\n\r\n")
+        sent, answered = 0, False
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            while sent < 256 * limit:  # 256 MiB, as in the review
+                s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+                if select.select([s], [], [], 0)[0]:
+                    answered = True
+                    break
+        head = s.recv(65536)
+        s.close()
+    assert head.startswith(b"HTTP/1.1 413"), head[:200]
+    # the answer came while the client was still sending: the server stopped reading near the limit
+    assert answered or sent < 256 * limit
+    assert sent < 32 * limit, f"the server read {sent / 2**20:.0f} MiB before answering"
+
+
+def test_connections_with_unfinished_headers_are_closed(small_spec, champion, monkeypatch):  # noqa: F811
+    with loopback(small_spec, champion["uri"], monkeypatch, header_timeout=1.0) as port:
+        slow = []
+        for _ in range(100):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"POST /invocations HTTP/1.1\r\nHost: t\r\n")  # the head never ends
+            slow.append(s)
+        trickle = socket.create_connection(("127.0.0.1", port), timeout=5)
+        trickle.sendall(b"GET /ping HTTP/1.1\r\n")
+        t0 = time.monotonic()
+        with contextlib.suppress(OSError):  # one header byte every 0.3 s does not keep it open
+            for _ in range(10):
+                trickle.sendall(b"X")
+                time.sleep(0.3)
+        assert _closed_by_server(trickle, max(0.1, 4 - (time.monotonic() - t0)))
+        assert all(_closed_by_server(s, 4) for s in slow)
+        for s in [*slow, trickle]:
+            s.close()
+        assert _request(port, "GET", "/ping")[0] == 200  # and the server still serves
+
+
+def test_a_body_that_stops_arriving_gets_408(small_spec, champion, monkeypatch):  # noqa: F811
+    with loopback(small_spec, champion["uri"], monkeypatch, body_timeout=1.0) as port:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b'POST /invocations HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n{"dataframe_split"')
+        head = s.recv(65536)
+        assert head.startswith(b"HTTP/1.1 408"), head[:200]
+        assert _closed_by_server(s, 4)
+        s.close()
+
+
+def _with_value(rows, column: str, literal: str) -> bytes:
+    """A one-row body whose ``column`` holds the raw JSON ``literal``."""
+    split = json.loads(V.request_body(rows.head(1)))["dataframe_split"]
+    split["data"][0][split["columns"].index(column)] = "@@"
+    return json.dumps({"dataframe_split": split}).replace('"@@"', literal).encode()
+
+
+@pytest.mark.parametrize(
+    ("column", "literal", "status", "message"),
+    [
+        ("distance", "NaN", 422, "non-finite number NaN"),
+        ("distance", "Infinity", 422, "non-finite number Infinity"),
+        ("distance", "-Infinity", 422, "non-finite number -Infinity"),
+        ("distance", "1e999", 422, "not a finite number within"),
+        ("distance", "1e400", 422, "not a finite number within"),
+        ("distance", "1e30", 422, "not a finite number within"),
+        ("month", "1000000000000000000000000000000", 422, "not a finite number within"),
+        ("month", "1e30", 422, "not a finite number within"),
+        ("month", "-" + "9" * 40, 422, "not a finite number within"),
+        ("month", "9" * 5000, 400, "not JSON"),  # beyond Python's int digit limit
+    ],
+)
+def test_non_finite_and_out_of_range_numbers_are_refused(
+    client,
+    rows,
+    column,
+    literal,
+    status,
+    message,
+):
+    r = client.post("/invocations", content=_with_value(rows, column, literal))
+    assert r.status_code == status, r.text
+    assert message in r.json()["message"]
+
+
+def test_a_deeply_nested_body_is_a_400_not_a_500(small_spec, champion, monkeypatch):  # noqa: F811
+    deep = b'{"dataframe_split": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with loopback(small_spec, champion["uri"], monkeypatch) as port:
+        status, data = _request(port, "POST", "/invocations", deep, {"Content-Type": "application/json"})
+    assert status == 400, data[:300]
+    assert "nested too deeply" in json.loads(data)["message"]
+
+
+def test_large_bodies_are_parsed_off_the_event_loop(small_spec, champion, rows, monkeypatch):  # noqa: F811
+    threads: list[int] = []
+    parse = V.parse_request
+
+    def recording(*args, **kwargs):
+        threads.append(threading.get_ident())
+        return parse(*args, **kwargs)
+
+    monkeypatch.setattr(V, "parse_request", recording)
+    big = V.request_body(pd.concat([rows] * 8, ignore_index=True))  # 5,280 rows, ~2 MiB
+    small = V.request_body(rows.head(1))
+    assert len(big) > V.INLINE_BYTES >= len(small)
+    with loopback(small_spec, champion["uri"], monkeypatch) as port:
+        loop_thread = [t.ident for t in threading.enumerate() if t.name != threading.current_thread().name]
+        assert _request(port, "POST", "/invocations", small)[0] == 200
+        on_loop = threads[-1]
+        assert on_loop in loop_thread
+        assert _request(port, "POST", "/invocations", big)[0] == 200
+    assert threads[-1] != on_loop, "a 2 MiB body was parsed on the event loop"
+
+
+# -- no pickle from the registry ---------------------------------------------------------------------------
+class _Boom:
+    """Unpickling this runs code: it creates the folder ``marker`` (a real attack would do anything it likes)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.makedirs, (self.marker,))
+
+
+def test_the_champion_is_stored_as_skops_and_loads_with_our_trusted_types(small_spec, champion):  # noqa: F811
+    from mlflow import MlflowClient
+    from mlflow.models import Model
+
+    client = MlflowClient(champion["uri"], champion["uri"])
+    source = client.get_model_version("flights", champion["version"]).source
+    import mlflow.artifacts
+
+    local = mlflow.artifacts.download_artifacts(source, tracking_uri=champion["uri"])
+    flavor = Model.load(local).flavors["sklearn"]
+    assert flavor["serialization_format"] == "skops"
+    assert flavor["pickled_model"].endswith(".skops")
+    assert S.load_model_dir(local).predict_proba is not None
+
+
+def _log_version(uri: str, model, fmt: str, **kwargs) -> str:
+    import mlflow
+    import mlflow.sklearn
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            registered_model_name="flights",
+            serialization_format=fmt,
+            pip_requirements=T._pip_requirements(fmt),
+            **kwargs,
+        )
+    return str(info.registered_model_version)
+
+
+def test_a_pickled_version_is_not_loaded_by_scoring_or_the_server(small_spec, champion, monkeypatch, tmp_path):  # noqa: F811
+    """Whoever can register a version and move @champion must not get code run in workers or the server."""
+    from mlflow import MlflowClient
+
+    uri = champion["uri"]
+    monkeypatch.delenv(S.ALLOW_PICKLE_ENV, raising=False)
+    marker = tmp_path / "code-ran"
+    evil = _log_version(uri, {"payload": _Boom(str(marker))}, "cloudpickle")
+    assert not marker.exists()
+    with pytest.raises(S.UnsafeModelError, match="cloudpickle model file: refused"):
+        S.load_model(small_spec, f"models:/flights/{evil}", tracking_uri=uri)
+    registry = MlflowClient(uri, uri)
+    try:
+        registry.set_registered_model_alias("flights", "champion", evil)
+        with _app(small_spec, uri, reload_seconds=0) as c:
+            assert c.get("/ping").status_code == 503
+            assert "UnsafeModelError" in c.get("/health").json()["last_error"]
+    finally:
+        registry.set_registered_model_alias("flights", "champion", champion["version"])
+    assert not marker.exists()
+    monkeypatch.setenv(S.ALLOW_PICKLE_ENV, "1")  # the documented opt-in does load it: the payload would run
+    S.clear_cache()
+    with contextlib.suppress(Exception):
+        S.load_model(small_spec, f"models:/flights/{evil}", tracking_uri=uri)
+    assert marker.exists()
+
+
+def test_a_skops_file_whose_mlmodel_trusts_more_types_is_refused(small_spec, champion, table, monkeypatch):  # noqa: F811
+    """MLflow would load a skops model with the trusted-type list its own MLmodel file declares; we use ours."""
+    from sklearn.preprocessing import FunctionTransformer
+
+    sneaky = FunctionTransformer(func=os.getcwd)  # any callable a model file should not get to name
+    version = _log_version(champion["uri"], sneaky, "skops", skops_trusted_types=["posix.getcwd"])
+    with pytest.raises(S.UnsafeModelError, match="types outside our trusted list"):
+        S.load_model(small_spec, f"models:/flights/{version}", tracking_uri=champion["uri"])
