@@ -38,7 +38,8 @@ values = {
     "MLFLOW_SERVING_PASSWORD": secrets.token_urlsafe(16),
     "MLOPS_SERVING_TOKEN": secrets.token_urlsafe(32),
     # the DAGs read the demo source as its read-only role (SELECT on its tables, nothing else)
-    "AIRFLOW_CONN_FLIGHTS_SOURCE": f"postgresql://flights_source_reader:{reader}@postgres:5432/flights_source",
+    "AIRFLOW_CONN_FLIGHTS_SOURCE": f"postgresql://demo_source_reader:{reader}@postgres:5432/demo_source",
+    "AIRFLOW_CONN_PIZZAS_SOURCE": f"postgresql://demo_source_reader:{reader}@postgres:5432/demo_source",
 }
 lines = []
 for line in open(example):

@@ -120,6 +120,7 @@ DEPLOYMENT_SETTINGS: tuple[str, ...] = (
     "AIRFLOW__API__SECRET_KEY",
     "AIRFLOW__API__BASE_URL",
     "AIRFLOW_CONN_FLIGHTS_SOURCE",
+    "AIRFLOW_CONN_PIZZAS_SOURCE",
     "MLOPS_DATA_ROOT",
     "MLFLOW_TRACKING_URI",
 )
@@ -134,6 +135,7 @@ SECRET_ENV: tuple[str, ...] = (
     "AIRFLOW__CELERY__BROKER_URL",
     "AIRFLOW__CELERY__RESULT_BACKEND",
     "AIRFLOW_CONN_FLIGHTS_SOURCE",
+    "AIRFLOW_CONN_PIZZAS_SOURCE",
     "MLFLOW_TRACKING_PASSWORD",
     "MLFLOW_AUTH_ADMIN_PASSWORD",
     "MLFLOW_FLASK_SERVER_SECRET_KEY",
@@ -203,6 +205,7 @@ def native_env(
         "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
         "AIRFLOW__API__BASE_URL": api,
         "AIRFLOW_CONN_FLIGHTS_SOURCE": json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": source_url}}),
+        "AIRFLOW_CONN_PIZZAS_SOURCE": json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": source_url}}),
         "MLOPS_DATA_ROOT": lake,
         "MLFLOW_TRACKING_URI": mlflow_url,
     }

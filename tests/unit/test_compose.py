@@ -78,7 +78,7 @@ def test_init_migrates_the_db_and_writes_the_passwords_file():
     assert f"airflow {' '.join(topology.INIT)}" in script
     assert "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE" in script
     assert "AIRFLOW_ADMIN_PASSWORD" in script
-    for db in ("mlflow", "mlflow_auth", "flights_source"):
+    for db in ("mlflow", "mlflow_auth", "demo_source"):
         assert f'"{db}"' in script, db
 
 
@@ -293,6 +293,20 @@ def test_least_privilege_accounts():
     assert common["MLFLOW_TRACKING_USERNAME"] == topology.MLFLOW_WORKER_USER
     assert urlsplit(interpolate(common["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])).username == "airflow"
     assert urlsplit(interpolate(env(topology.MLFLOW_SERVICE)["MLFLOW_BACKEND_STORE_URI"])).username == "mlflow"
-    assert "flights_source_reader" in (REPO / "scripts" / "prod_env.sh").read_text()
+    assert "demo_source_reader" in (REPO / "scripts" / "prod_env.sh").read_text()
     for worker in topology.WORKERS:
         assert not set(topology.WORKER_WITHOUT) & {k for k, v in env(worker).items() if v}, worker
+
+
+def test_every_spec_has_its_source_connection_everywhere():
+    """One Airflow connection per dataset spec: in compose, in .env.example, in prod_env.sh and natively."""
+    from include.mlops.config import load_spec_file, spec_paths
+
+    example = (REPO / ".env.example").read_text()
+    prod_env = (REPO / "scripts" / "prod_env.sh").read_text()
+    for path in spec_paths():
+        var = f"AIRFLOW_CONN_{load_spec_file(path).source.connection_id.upper()}"
+        assert var in env("airflow-scheduler"), var
+        assert f"\n{var}=" in example, var
+        assert f'"{var}"' in prod_env, var
+        assert var in topology.AIRFLOW_ENV, var
