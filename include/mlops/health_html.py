@@ -382,7 +382,7 @@ def render_page(health: Mapping[str, Any], datasets: Sequence[str], urls: Public
 {_history(health, urls)}
 <h2>Drift and performance over time</h2>
 <p class="small muted">Retrain requests are marked red, alerts that were debounced or blocked orange.
-The drifted-column share is recorded but never triggers a retrain (a week of weather always "drifts").</p>
+The drifted-column share is recorded but never triggers a retrain (a week of seasonal data always "drifts").</p>
 {charts(health)}
 {_monitoring_table(health, urls)}
 <h2>Reports</h2>

@@ -191,8 +191,8 @@ def policy_checks(spec: DatasetSpec, metrics: Mapping[str, Any]) -> list[Check]:
             share,
             m.max_drift_share,
             "info",
-            "share of columns Evidently flags as drifted: recorded, never a trigger (a week of weather is always "
-            "'drifted' against a season)",
+            "share of columns Evidently flags as drifted: recorded, never a trigger (a week of seasonal data is "
+            "always 'drifted' against a longer reference period)",
         ),
     ]
 

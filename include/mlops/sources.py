@@ -140,7 +140,7 @@ def extract_interval(spec: DatasetSpec, url: str, start: date, end: date) -> dic
 
 
 def extract_reference(spec: DatasetSpec, url: str) -> dict[str, pd.DataFrame]:
-    """The spec's static reference tables (e.g. airlines, airports, planes)."""
+    """The spec's static reference tables (lookups a join or a value_set_from reads)."""
     return _run_queries(url, dict(spec.source.reference), {})
 
 
