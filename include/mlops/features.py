@@ -426,14 +426,17 @@ def _windows(
         needed = sorted({k for f in group for k in f.window.by})
 
         _require(rows, needed, f"table {spec.source.primary_table!r}")
-        events = [
-            pd.DataFrame({"day": days, **{k: rows[k].to_numpy() for k in needed}, "y": _window_values(spec, rows, of)})
-        ]
         if h is not None:
             _require(h, needed, "history")
+        # Each group column as integer codes shared by rows and history (strings hashed once per column).
+        codes = {k: _codes(rows[k], None if h is None else h[k]) for k in needed}
+        events = [
+            pd.DataFrame({"day": days, **{k: c[0] for k, c in codes.items()}, "y": _window_values(spec, rows, of)})
+        ]
+        if h is not None:
             events.append(
                 pd.DataFrame(
-                    {"day": h_days, **{k: h[k].to_numpy() for k in needed}, "y": _window_values(spec, h, of).to_numpy()}
+                    {"day": h_days, **{k: c[1] for k, c in codes.items()}, "y": _window_values(spec, h, of).to_numpy()}
                 )
             )
         ev = pd.concat(events, ignore_index=True)
@@ -449,7 +452,7 @@ def _windows(
                 all_n, all_pos, _ = _rolling(ev, pd.Series("all", index=ev.index), calendar, w.days)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     priors[w.days] = np.where(all_n[:, 0] > 0, all_pos[:, 0] / np.maximum(all_n[:, 0], 1), np.nan)[row]
-            key_ev, key_rows = _group_codes(ev, rows, w.by)
+            key_ev, key_rows = _group_codes(ev, codes, w.by, len(rows))
             n, pos, columns = _rolling(ev, key_ev, calendar, w.days)
             col = columns.get_indexer(key_rows)
             seen = col >= 0
@@ -485,14 +488,26 @@ def _rolling(
     return n.to_numpy(), pos.to_numpy(), n.columns
 
 
-def _group_codes(ev: pd.DataFrame, rows: pd.DataFrame, by: list[str]) -> tuple[pd.Series, np.ndarray]:
-    """One integer per ``by`` combination, the same for the events and the rows (0 for all when ``by`` is
-    empty). Integers, not "k1|k2" text: grouping 10 M rows by text hashes every string again (~2x slower)."""
-    if not by:
-        return pd.Series(0, index=ev.index), np.zeros(len(rows), dtype="int64")
-    both = pd.concat([ev[by], rows[by]], ignore_index=True)
-    codes = both.groupby(by, sort=False, dropna=False).ngroup().to_numpy()
-    return pd.Series(codes[: len(ev)], index=ev.index), codes[len(ev) :]
+def _codes(rows: pd.Series, history: pd.Series | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Integer codes of one column's values (0 for null, 1.. per distinct value), for the rows and the history
+    alike, and how many codes there are."""
+    values = rows.to_numpy() if history is None else np.concatenate([rows.to_numpy(), history.to_numpy()])
+    c, uniques = pd.factorize(values)
+    c = c.astype("int64") + 1
+    return c[: len(rows)], c[len(rows) :], len(uniques) + 1
+
+
+def _group_codes(
+    ev: pd.DataFrame, codes: dict[str, tuple[np.ndarray, np.ndarray, int]], by: list[str], n_rows: int
+) -> tuple[pd.Series, np.ndarray]:
+    """One integer per ``by`` combination, the same for the events and the rows (0 for all when ``by`` is empty):
+    the columns' codes combined arithmetically. Integers, not "k1|k2" text: grouping 10 M rows by text hashes
+    every string again (~2x slower)."""
+    key_ev, key_rows = np.zeros(len(ev), dtype="int64"), np.zeros(n_rows, dtype="int64")
+    for k in by:
+        n = codes[k][2]
+        key_ev, key_rows = key_ev * n + ev[k].to_numpy(), key_rows * n + codes[k][0]
+    return pd.Series(key_ev, index=ev.index), key_rows
 
 
 # -- dates and times -----------------------------------------------------------------------------------
