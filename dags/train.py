@@ -50,7 +50,7 @@ def build(spec: DatasetSpec):
         start_date=dag_dates(spec.time)["start_date"],
         catchup=False,
         max_active_runs=1,
-        default_args=default_args(spec.owner),
+        default_args=default_args(spec.owner) | {"execution_timeout": spec.timeouts.execution_timeout("train")},
         tags=["mlops", spec.name, "train"],
         params={
             "window_end": Param(

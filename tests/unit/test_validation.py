@@ -19,7 +19,9 @@ from include.mlops.validation import (
     SplitResult,
     ValidationFailed,
     ValidationReport,
+    derived_suite,
     expectation_kwargs,
+    published_suite,
     suite_for,
     validate_batch,
 )
@@ -49,11 +51,10 @@ def failures(report: ValidationReport) -> list[tuple[str, str, str, str]]:
 
 
 def suite_size(spec, table: str) -> int:
-    """Outcomes one table yields: the column-set check, one type check per column, one ISO-format check per
-    date/datetime column, the spec's expectations."""
-    cols = spec.source.tables[table].columns
-    iso = sum(t in ("date", "datetime") for t in cols.values())
-    return 1 + len(cols) + iso + sum(e.table == table for e in spec.validation.expectations)
+    """Outcomes one table yields: its suite on the table, its derived checks, its checks of published rows."""
+    reference = {"airlines": pd.DataFrame({"carrier": ["UA"]})}
+    suite, published = suite_for(spec, table, INTERVAL, reference), published_suite(spec, table, INTERVAL, reference)
+    return len(suite) + len(derived_suite(spec, table)) + len(published)
 
 
 def reasons(quarantined: pd.DataFrame) -> list[list[str]]:
@@ -223,7 +224,7 @@ def test_nullable_and_tz_aware_dtypes_listed_in_type_lists_are_accepted(spec, re
     [
         pytest.param("flights", "carrier", {5: None, 50: None, 500: None}, NOT_NULL, id="carrier-null"),
         pytest.param("flights", "distance", {1: 0.0, 2: -10.0}, BETWEEN, id="distance-zero-and-negative"),
-        pytest.param("flights", "sched_dep_time", {4: 2500}, BETWEEN, id="sched_dep_time-2500"),
+        pytest.param("flights", "air_time", {4: 2000.0}, BETWEEN, id="air_time-2000"),
         pytest.param("weather", "wind_speed", {10: 1048.36}, BETWEEN, id="wind_speed-1048mph"),
         pytest.param("flights", "origin", {8: "XXX", 9: "XXX"}, IN_SET, id="origin-not-nyc"),
         pytest.param("flights", "carrier", {8: "ZZ", 9: "ZZ"}, IN_SET, id="carrier-not-in-airlines"),
@@ -308,9 +309,10 @@ def test_row_count_out_of_bounds(spec, reference, batch, table, rows, severity):
     batch[table] = batch[table].head(rows)
     split = validate(spec, batch, reference)
     r = split.report
-    assert failures(r) == [(table, ROW_COUNT, "table", severity.value)]
-    (count,) = [o for o in r.outcomes if o.table == table and o.expectation == ROW_COUNT]
-    assert (count.success, count.observed) == (False, rows)
+    # judged on the input and again on the rows that would be published (here the same rows)
+    assert failures(r) == [(table, ROW_COUNT, t, severity.value) for t in ("table", "published")]
+    counts = [o for o in r.outcomes if o.table == table and o.expectation == ROW_COUNT]
+    assert [(o.success, o.observed) for o in counts] == [(False, rows)] * 2
     if severity is Severity.critical:
         assert r.status == "failed"
         assert r.rows_valid == {"flights": 0, "weather": 0}
@@ -328,7 +330,12 @@ def test_rows_outside_the_interval_fail_the_whole_batch(spec, reference, batch, 
     batch[table].loc[[0, 1, 2], "flight_date"] = "2013-01-20"
     r = validate(spec, batch, reference).report
     assert r.status == "failed"
-    assert failures(r) == [(table, IN_SET, "flight_date", "critical")]
+    assert failures(r)[0] == (table, IN_SET, "flight_date", "critical")
+    # the date no longer agrees with the row's date parts and time_hour either (warnings, same rows)
+    assert failures(r)[1:] == [
+        (table, "rule", "date_parts_match_flight_date", "warning"),
+        (table, "rule", "time_hour_is_local_date_and_hour", "warning"),
+    ]
     assert (r.critical_failures[0].element_count, r.critical_failures[0].unexpected_count) == (len(batch[table]), 3)
     assert r.rows_valid == {"flights": 0, "weather": 0}
     assert r.rows_quarantined == r.rows_in == {"flights": 894, "weather": 72}
@@ -359,6 +366,8 @@ def test_failed_summary_names_every_failure_with_counts_and_dict_is_json(spec, r
         "  [critical] flights.expect_column_values_to_be_in_set(flight_date): 3 of 894 rows unexpected",
         "  [warning] flights.expect_column_values_to_not_be_null(carrier): 3 of 894 rows unexpected",
         "  [warning] flights.expect_column_values_to_be_in_set(origin): 2 of 894 rows unexpected",
+        "  [warning] flights.rule(date_parts_match_flight_date): 3 of 894 rows unexpected",
+        "  [warning] flights.rule(time_hour_is_local_date_and_hour): 3 of 894 rows unexpected",
         "  [warning] weather.expect_column_values_to_be_between(wind_speed): 1 of 72 rows unexpected",
     ]
     assert str(ValidationFailed(r)) == r.summary()
@@ -369,6 +378,8 @@ def test_failed_summary_names_every_failure_with_counts_and_dict_is_json(spec, r
         ("flight_date", "critical", 3),
         ("carrier", "warning", 3),
         ("origin", "warning", 2),
+        ("date_parts_match_flight_date", "warning", 3),
+        ("time_hour_is_local_date_and_hour", "warning", 3),
         ("wind_speed", "warning", 1),
     ]
     assert len(d["outcomes"]) == suite_size(spec, "flights") + suite_size(spec, "weather")
@@ -382,10 +393,10 @@ def test_suite_resolves_interval_and_reference(spec, reference):
         {"column_set": list(spec.source.tables["flights"].columns), "exact_match": True},
         "critical",
     )
-    by_target = {(t, kw.get("column")): kw for t, kw, _, _ in suite}
+    by_target = {(t, kw.get("column")): kw for t, kw, *_ in suite}
     assert by_target[(IN_SET, "flight_date")]["value_set"] == ["2013-01-30", "2013-01-31", "2013-02-01"]
     assert by_target[(IN_SET, "carrier")]["value_set"] == sorted(reference["airlines"]["carrier"])
-    assert all(sev == "critical" for t, _, sev, _ in suite if t in (COLUMNS, TYPES))
+    assert all(sev == "critical" for t, _, sev, *_ in suite if t in (COLUMNS, TYPES))
 
 
 def test_interval_end_inclusive_is_resolved():
