@@ -308,7 +308,10 @@ def _check_parquet_footer(
         raise ValueError(f"header_too_wide: {meta.num_columns:,} columns, the spec declares {len(columns or {})}")
     if max_rows is not None and meta.num_rows > max_rows:
         raise ValueError(f"too_many_rows: {meta.num_rows:,} rows, limit {max_rows:,} (source.max_file_rows)")
-    size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    # The footer's uncompressed size is after encoding: a dictionary-encoded repeated value stays tiny there,
+    # so count at least 8 bytes per cell, what pandas will hold.
+    encoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    size = max(encoded, meta.num_rows * meta.num_columns * 8)
     if max_uncompressed_mb is not None and size > max_uncompressed_mb * 2**20:
         raise ValueError(
             f"too_large_uncompressed: {size / 2**20:,.1f} MiB uncompressed, limit {max_uncompressed_mb:g} MiB "
