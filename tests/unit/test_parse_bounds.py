@@ -122,3 +122,8 @@ def test_every_task_of_every_dag_has_an_execution_timeout_from_the_spec(spec):
         for task in dag.tasks:
             assert task.execution_timeout == spec.timeouts.execution_timeout(kind), (dag_id, task.task_id)
     assert spec.timeouts.execution_timeout("ingest").total_seconds() == 3600
+
+
+def test_a_csv_with_a_byte_order_mark_keeps_its_first_column_name(columns, day):
+    df = parse(b"\xef\xbb\xbf" + day.to_csv(index=False).encode(), "csv", columns)
+    assert list(df.columns) == list(columns)
