@@ -47,8 +47,9 @@ class ColumnRules(_Model):
     quarantines the row.
     ``pattern``: a regex every non-null text value must match in full (codes: case, padding, length).
     ``timezone`` (datetime columns): how text is read. ``utc``: an explicit zero offset (``Z`` / ``+00:00``)
-    is required; ``offset``: any explicit offset is required (the default); ``local``: no offset allowed, the
-    text is wall-clock time in the spec's ``time.timezone`` (a time that does not exist there is invalid).
+    is required; ``offset``: any explicit offset is required (the default, but where ``time.timezone`` is UTC
+    text without an offset is accepted too, as UTC); ``local``: no offset allowed, the text is wall-clock time
+    in the spec's ``time.timezone`` (a time that does not exist there is invalid).
     """
 
     nullable: bool | None = None

@@ -280,7 +280,7 @@ def derived_suite(spec: DatasetSpec, table: str) -> list[SuiteEntry]:
     out = []
     for c, t in declared.columns.items():
         if t in ("date", "datetime"):
-            tz = declared.rules(c).timezone or "offset"
+            tz = timezone_mode(spec, declared, c)
             what = "real calendar date" if t == "date" else f"real instant, timezone {tz}"
             out.append(_derived("instant", c, d.instant.value, what))
         elif t == "int":
@@ -402,12 +402,22 @@ class Derived:
     errors: list[Outcome]
 
 
+def timezone_mode(spec: DatasetSpec, declared: TableSpec, column: str) -> str:
+    """How a datetime column's text is read: as declared; undeclared, an explicit offset is required, unless
+    the spec's timezone is UTC, where text without an offset is unambiguous too (``any``)."""
+    declared_mode = declared.rules(column).timezone
+    if declared_mode:
+        return declared_mode
+    return "any" if spec.time.timezone in ("UTC", "Etc/UTC") else "offset"
+
+
 def parse_instants(values: pd.Series, dtype: str, tz_mode: str, timezone: str) -> pd.Series:
     """Date / datetime text as real instants: ``date`` -> naive datetime64 day, ``datetime`` -> UTC datetime64.
 
     NaT for a null and for text that is no real calendar value (Feb 30, hour 25) or breaks the timezone
     semantics: ``utc`` needs an explicit zero offset, ``offset`` any explicit offset, ``local`` none (the
-    wall-clock time in ``timezone``; a time skipped by a DST change is invalid). Parsed once per distinct
+    wall-clock time in ``timezone``; a time skipped by a DST change is invalid), ``any`` either (text without
+    an offset read as UTC: only for a spec whose timezone is UTC). Parsed once per distinct
     value (a day has a few dozen)."""
     import numpy as np
     import pandas as pd
@@ -424,7 +434,7 @@ def parse_instants(values: pd.Series, dtype: str, tz_mode: str, timezone: str) -
             ok &= offset.fillna("").str.fullmatch(UTC_OFFSET.strip("^$"))
         elif tz_mode == "offset":
             ok &= offset.notna()
-        else:
+        elif tz_mode == "local":
             ok &= offset.isna()
         if tz_mode == "local":
             naive = pd.to_datetime(text.where(ok), format="ISO8601", errors="coerce")
@@ -462,7 +472,7 @@ def derive_checks(spec: DatasetSpec, table: str, df: pd.DataFrame) -> Derived:
         col = df[c]
         present = col.notna().to_numpy()
         if t in ("date", "datetime"):
-            tz = declared.rules(c).timezone or "offset"
+            tz = timezone_mode(spec, declared, c)
             try:
                 parsed = parse_instants(col, t, tz, spec.time.timezone)
             except (TypeError, ValueError):  # not text at all: the type check names it

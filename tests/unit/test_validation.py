@@ -570,7 +570,7 @@ def test_invalid_calendar_date_is_quarantined_and_the_batch_fails_the_interval(s
     assert ("flights", "instant", "flight_date", "warning") in failures(r)
 
 
-@pytest.mark.parametrize("mode", ["utc", "offset", "local"])
+@pytest.mark.parametrize("mode", ["utc", "offset", "local", "any"])
 def test_timezone_semantics_parse_the_declared_way(mode):
     from include.mlops.validation import parse_instants
 
@@ -581,10 +581,22 @@ def test_timezone_semantics_parse_the_declared_way(mode):
         "utc": [None, "07:30", None, None],  # only the explicit zero offset
         "offset": [None, "07:30", "07:30", None],  # any explicit offset, converted to UTC
         "local": [None, None, None, None],  # 02:30 does not exist on the DST night; offsets are refused
+        "any": ["02:30", "07:30", "07:30", None],  # the undeclared default of a spec in UTC: no offset = UTC
     }
     assert as_text == expected[mode]
     later = parse_instants(pd.Series(["2013-03-10T04:30:00"]), "datetime", "local", "America/New_York")
     assert later.iloc[0].isoformat() == "2013-03-10T08:30:00+00:00"
+
+
+def test_undeclared_timezone_semantics_require_an_offset_unless_the_spec_is_in_utc(spec):
+    from include.mlops.validation import timezone_mode
+
+    flights = spec.source.tables["flights"]
+    bare = flights.model_copy(update={"constraints": {}})
+    assert timezone_mode(spec, flights, "time_hour") == "utc"  # declared
+    assert timezone_mode(spec, bare, "time_hour") == "offset"  # America/New_York: naive text is ambiguous
+    utc = spec.model_copy(update={"time": spec.time.model_copy(update={"timezone": "UTC"})})
+    assert timezone_mode(utc, bare, "time_hour") == "any"
 
 
 def test_null_and_fraction_in_int_columns_are_quarantined_and_ints_stay_int64(spec, reference, batch):
