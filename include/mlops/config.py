@@ -47,9 +47,9 @@ class ColumnRules(_Model):
     quarantines the row.
     ``pattern``: a regex every non-null text value must match in full (codes: case, padding, length).
     ``timezone`` (datetime columns): how text is read. ``utc``: an explicit zero offset (``Z`` / ``+00:00``)
-    is required; ``offset``: any explicit offset is required (the default, but where ``time.timezone`` is UTC
-    text without an offset is accepted too, as UTC); ``local``: no offset allowed, the text is wall-clock time
-    in the spec's ``time.timezone`` (a time that does not exist there is invalid).
+    is required; ``offset``: any explicit offset is required; ``local``: no offset allowed, the text is
+    wall-clock time in the spec's ``time.timezone`` (a time that does not exist there is invalid). Undeclared:
+    either an explicit offset or wall-clock time in ``time.timezone``.
     """
 
     nullable: bool | None = None
@@ -270,7 +270,9 @@ class DefaultChecks(_Model):
         description="ISO text that is no real calendar date / instant, or lacks the declared timezone semantics",
     )
     min_published_rows: int = Field(
-        default=1, ge=0, description="the primary table must keep at least this many rows after quarantine"
+        default=1,
+        ge=0,
+        description="the primary table must keep at least this many rows after quarantine (if it had as many)",
     )
 
 

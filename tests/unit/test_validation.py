@@ -581,22 +581,30 @@ def test_timezone_semantics_parse_the_declared_way(mode):
         "utc": [None, "07:30", None, None],  # only the explicit zero offset
         "offset": [None, "07:30", "07:30", None],  # any explicit offset, converted to UTC
         "local": [None, None, None, None],  # 02:30 does not exist on the DST night; offsets are refused
-        "any": ["02:30", "07:30", "07:30", None],  # the undeclared default of a spec in UTC: no offset = UTC
+        "any": [None, "07:30", "07:30", None],  # undeclared: an offset, or wall-clock time (02:30 is not one)
     }
     assert as_text == expected[mode]
     later = parse_instants(pd.Series(["2013-03-10T04:30:00"]), "datetime", "local", "America/New_York")
     assert later.iloc[0].isoformat() == "2013-03-10T08:30:00+00:00"
 
 
-def test_undeclared_timezone_semantics_require_an_offset_unless_the_spec_is_in_utc(spec):
+def test_undeclared_timezone_semantics_take_an_offset_or_wall_clock_time(spec, reference, batch):
     from include.mlops.validation import timezone_mode
 
     flights = spec.source.tables["flights"]
     bare = flights.model_copy(update={"constraints": {}})
     assert timezone_mode(spec, flights, "time_hour") == "utc"  # declared
-    assert timezone_mode(spec, bare, "time_hour") == "offset"  # America/New_York: naive text is ambiguous
-    utc = spec.model_copy(update={"time": spec.time.model_copy(update={"timezone": "UTC"})})
-    assert timezone_mode(utc, bare, "time_hour") == "any"
+    assert timezone_mode(spec, bare, "time_hour") == "any"
+    # a second dataset that declares nothing keeps its naive wall-clock timestamps (no row quarantined)
+    tables = dict(spec.source.tables, flights=bare)
+    undeclared = spec.model_copy(update={"source": spec.source.model_copy(update={"tables": tables})})
+    rules = [r for r in spec.validation.rules if "time_hour" not in r.names]
+    undeclared = undeclared.model_copy(update={"validation": spec.validation.model_copy(update={"rules": rules})})
+    local = pd.to_datetime(batch["flights"]["time_hour"], utc=True).dt.tz_convert("America/New_York")
+    batch["flights"]["time_hour"] = local.dt.strftime("%Y-%m-%dT%H:%M:%S")
+    split = validate(undeclared, batch, reference)
+    assert split.report.status == "passed", split.report.summary()
+    assert split.valid["flights"]["time_hour"].tolist() == batch["flights"]["time_hour"].tolist()
 
 
 def test_null_and_fraction_in_int_columns_are_quarantined_and_ints_stay_int64(spec, reference, batch):
