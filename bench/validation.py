@@ -122,11 +122,6 @@ def check_match_regex(df: pd.DataFrame, column: str, regex: str) -> tuple:
     return _rows(s.notna() & ~s.astype(str).str.contains(regex))
 
 
-def check_not_match_regex(df: pd.DataFrame, column: str, regex: str) -> tuple:
-    s = df[column]
-    return _rows(s.notna() & s.astype(str).str.contains(regex))
-
-
 def check_compound_unique(df: pd.DataFrame, column_list: list[str]) -> tuple:
     keys = df[column_list]
     considered = ~keys.isna().all(axis=1)  # GX default ignore_row_if="all_values_are_missing"
@@ -147,7 +142,6 @@ CHECKS: dict[str, Callable[..., tuple]] = {
     "expect_column_values_to_be_between": check_between,
     "expect_column_values_to_be_in_set": check_in_set,
     "expect_column_values_to_match_regex": check_match_regex,
-    "expect_column_values_to_not_match_regex": check_not_match_regex,
     "expect_compound_columns_to_be_unique": check_compound_unique,
     "expect_table_row_count_to_be_between": check_row_count,
 }
