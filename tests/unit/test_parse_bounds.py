@@ -113,15 +113,18 @@ def test_a_parquet_with_thousands_of_columns_is_refused_from_the_footer(columns)
 
 
 def test_every_task_of_every_dag_has_an_execution_timeout_from_the_spec(spec):
+    from include.mlops.config import load_spec
     from tests.e2e.conftest import dagbag
 
     bag = dagbag()
     assert bag.dags
     for dag_id, dag in bag.dags.items():
-        kind = dag_id.removeprefix(f"{spec.name}_")
+        dataset, kind = dag_id.rsplit("_", 1)
+        expected = load_spec(dataset).timeouts.execution_timeout(kind)
         for task in dag.tasks:
-            assert task.execution_timeout == spec.timeouts.execution_timeout(kind), (dag_id, task.task_id)
+            assert task.execution_timeout == expected, (dag_id, task.task_id)
     assert spec.timeouts.execution_timeout("ingest").total_seconds() == 3600
+    assert spec.timeouts.execution_timeout("train").total_seconds() == 4 * 3600
 
 
 def test_a_csv_with_a_byte_order_mark_keeps_its_first_column_name(columns, day):
