@@ -264,7 +264,7 @@ def derived_suite(spec: DatasetSpec, table: str) -> list[SuiteEntry]:
         if pattern:
             out.append(_derived("pattern", c, d.pattern.value, f"matches {pattern} in full"))
         if t in ("date", "datetime"):
-            tz = timezone_mode(spec, declared, c)
+            tz = timezone_mode(declared, c)
             what = "real calendar date" if t == "date" else f"real instant, timezone {tz}"
             out.append(_derived("instant", c, d.instant.value, what))
         elif t == "int":
@@ -388,10 +388,9 @@ class Derived:
     errors: list[Outcome]
 
 
-def timezone_mode(spec: DatasetSpec, declared: TableSpec, column: str) -> str:
+def timezone_mode(declared: TableSpec, column: str) -> str:
     """How a datetime column's text is read: as declared (``utc``, ``offset``, ``local``); undeclared, ``any``:
-    an explicit offset, or none for wall-clock time in the spec's timezone."""
-    del spec  # the timezone itself is the spec's time.timezone, passed to parse_instants
+    an explicit offset, or none for wall-clock time in the spec's ``time.timezone``."""
     return declared.rules(column).timezone or "any"
 
 
@@ -458,7 +457,7 @@ def derive_checks(spec: DatasetSpec, table: str, df: pd.DataFrame) -> Derived:
             for check, (regex, want) in regexes.items():
                 put(f"{check}__{c}", _matches(col, regex) == want, present)
         if t in ("date", "datetime"):
-            tz = timezone_mode(spec, declared, c)
+            tz = timezone_mode(declared, c)
             try:
                 parsed = parse_instants(col, t, tz, spec.time.timezone)
             except (TypeError, ValueError):  # not text at all: the type check names it
@@ -480,7 +479,7 @@ def derive_checks(spec: DatasetSpec, table: str, df: pd.DataFrame) -> Derived:
             put(f"rule__{r.name}", np.zeros(len(df), dtype=bool), np.zeros(len(df), dtype=bool))
             continue
         try:
-            passed, checked = evaluate_rule(r, df, declared, instants, spec.time.timezone)
+            passed, checked = evaluate_rule(r, df, instants, spec.time.timezone)
         except Exception as exc:  # a rule that cannot run is reported by name, the batch rejected
             msg = f"rule {r.name!r} could not be evaluated: {exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}"
             errors.append(Outcome(table, "rule", r.name, "critical", False, None, None, error=msg, description=r.expr))
@@ -511,9 +510,7 @@ def _has_declared_kind(col: pd.Series, dtype: str) -> bool:
     return pd.api.types.is_bool_dtype(col.dtype) if dtype == "bool" else True
 
 
-def evaluate_rule(
-    rule: RuleSpec, df: pd.DataFrame, declared: TableSpec, instants: dict[str, pd.Series], timezone: str
-) -> tuple[Any, Any]:
+def evaluate_rule(rule: RuleSpec, df: pd.DataFrame, instants: dict[str, pd.Series], timezone: str) -> tuple[Any, Any]:
     """(passed, checked) boolean arrays of one rule over ``df``. Columns of the expressions come typed:
     parsed instants for date / datetime columns, the frame's values otherwise."""
     import numpy as np
@@ -867,7 +864,7 @@ def validate_batch(
             missing = Outcome(table, "table_present", "table", "critical", False, None, None, error="table missing")
             outcomes.append(missing)
             continue
-        wall_clock = frozenset(c for c in declared.columns if timezone_mode(spec, declared, c) in ("local", "any"))
+        wall_clock = frozenset(c for c in declared.columns if timezone_mode(declared, c) in ("local", "any"))
         present[table] = _conform(tables[table], declared.columns, wall_clock)
         rows_in[table] = len(present[table])
     derived = {t: derive_checks(spec, t, df) for t, df in present.items()}

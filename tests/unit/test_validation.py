@@ -593,8 +593,8 @@ def test_undeclared_timezone_semantics_take_an_offset_or_wall_clock_time(spec, r
 
     flights = spec.source.tables["flights"]
     bare = flights.model_copy(update={"constraints": {}})
-    assert timezone_mode(spec, flights, "time_hour") == "utc"  # declared
-    assert timezone_mode(spec, bare, "time_hour") == "any"
+    assert timezone_mode(flights, "time_hour") == "utc"  # declared
+    assert timezone_mode(bare, "time_hour") == "any"
     # a second dataset that declares nothing keeps its naive wall-clock timestamps (no row quarantined)
     tables = dict(spec.source.tables, flights=bare)
     undeclared = spec.model_copy(update={"source": spec.source.model_copy(update={"tables": tables})})
