@@ -272,7 +272,7 @@ class DefaultChecks(_Model):
     min_published_rows: int = Field(
         default=1,
         ge=0,
-        description="the primary table must keep at least this many rows after quarantine (if it had as many)",
+        description="every table must keep at least this many rows after quarantine (if it had as many)",
     )
 
 

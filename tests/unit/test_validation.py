@@ -535,6 +535,18 @@ def test_a_second_dataset_without_a_row_count_gets_the_neutral_floor(spec, refer
     assert [(o.expectation, o.target) for o in r.critical_failures] == [("published_rows", "published")]
 
 
+def test_quarantine_may_empty_no_table_but_a_table_that_came_empty_is_legal(spec, reference, batch):
+    batch["weather"]["origin"] = "XXX"  # every weather row fails a warning: the day's weather is broken
+    r = validate(spec, batch, reference).report
+    assert [(o.table, o.expectation, o.target) for o in r.critical_failures] == [
+        ("weather", "published_rows", "published")
+    ]
+    batch["weather"] = batch["weather"].iloc[:0]  # the source has no weather that day (2013-12-31)
+    r = validate(spec, batch, reference).report
+    assert r.status == "warning"  # the spec's weather row count is a warning
+    assert r.rows_valid == {"flights": 894, "weather": 0}
+
+
 @pytest.mark.parametrize(
     ("value", "why"),
     [
