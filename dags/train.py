@@ -193,6 +193,8 @@ def build(spec: DatasetSpec):
                 subject=f"Promote {spec.name} v{{{{ ti.xcom_pull(task_ids='evaluate')['challenger_version'] }}}} "
                 "to champion?",
                 body="{{ ti.xcom_pull(task_ids='evaluate')['markdown'] }}",
+                # a human's wait: the DAG's execution_timeout would become a response timeout here (HITL)
+                execution_timeout=None,
             )
             branch >> approve >> promoted
         else:

@@ -112,16 +112,30 @@ def test_a_parquet_with_thousands_of_columns_is_refused_from_the_footer(columns)
         parse(data, "parquet", columns)
 
 
-def test_every_task_of_every_dag_has_an_execution_timeout_from_the_spec(spec):
-    from include.mlops.config import load_spec
+@pytest.mark.parametrize("approval", [False, True], ids=["shipped-specs", "with-approval"])
+def test_every_task_of_every_dag_has_an_execution_timeout_from_the_spec(spec, approval, tmp_path):
+    import yaml
+
+    from include.mlops.config import SPEC_DIR, load_spec
     from tests.e2e.conftest import dagbag
 
-    bag = dagbag()
+    spec_dir = None
+    if approval:  # the approve step (human in the loop) exists only when the spec asks for it
+        raw = yaml.safe_load((SPEC_DIR / "flights.yaml").read_text())
+        raw["gate"]["require_approval"] = True
+        (tmp_path / "flights.yaml").write_text(yaml.safe_dump(raw))
+        spec_dir = tmp_path
+    bag = dagbag(spec_dir)
     assert bag.dags
+    assert ("approve" in bag.dags["flights_train"].task_ids) == approval
     for dag_id, dag in bag.dags.items():
         dataset, kind = dag_id.rsplit("_", 1)
-        expected = load_spec(dataset).timeouts.execution_timeout(kind)
+        expected = load_spec(dataset, spec_dir).timeouts.execution_timeout(kind)
         for task in dag.tasks:
+            if hasattr(task, "response_timeout"):  # a human-in-the-loop wait (approve): not an execution
+                assert task.execution_timeout is None, (dag_id, task.task_id)
+                assert task.response_timeout is None, (dag_id, task.task_id)
+                continue
             assert task.execution_timeout == expected, (dag_id, task.task_id)
     assert spec.timeouts.execution_timeout("ingest").total_seconds() == 3600
     assert spec.timeouts.execution_timeout("train").total_seconds() == 4 * 3600
