@@ -70,6 +70,8 @@ def _set(df: pd.DataFrame, rows: list[int], column: str, value) -> pd.DataFrame:
     df = df.copy()
     if value is None or isinstance(value, str):
         df[column] = df[column].astype(object)
+    elif isinstance(value, float) and df[column].dtype.kind in "iu":
+        df[column] = df[column].astype("float64")  # as a file with a fraction or a gap in an int column reads
     df.loc[rows, column] = value
     return df
 
