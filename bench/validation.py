@@ -161,22 +161,18 @@ def pandas_validate_batch(
 ) -> tuple[list[Check], dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
     """Every expectation of the spec on every table, and the valid / quarantined split, in plain pandas."""
     checks: list[Check] = []
-    valid: dict[str, pd.DataFrame] = {}
+    kept: dict[str, tuple[pd.DataFrame, validation.Derived]] = {}
     quarantined: dict[str, pd.DataFrame] = {}
     for table, declared in spec.source.tables.items():
         if table not in tables:
             checks.append(Check(table, "table_present", "table", "critical", False, None))
             continue
         df = _conform(tables[table], declared.columns)
-        mine: list[Check] = []
-        for type_, kwargs, severity, _ in validation.suite_for(spec, table, interval, reference):
-            target = kwargs.get("column") or ",".join(kwargs.get("column_list", [])) or "table"
-            args = {k: v for k, v in kwargs.items() if k in CHECKS[type_].__code__.co_varnames}
-            try:
-                ok, n, bad = CHECKS[type_](df, **args)
-            except (KeyError, TypeError):  # a missing column or incomparable values: the check fails
-                ok, n, bad = False, None, None
-            mine.append(Check(table, type_, target, severity, ok, n, bad))
+        # The derived columns (instants, integral ints, cross-column rules) are pandas in both: shared code.
+        derived = validation.derive_checks(spec, table, df)
+        mine = _check_suite(table, validation.suite_for(spec, table, interval, reference), df)
+        mine += _check_suite(table, validation.derived_suite(spec, table), derived.frame)
+        mine += [Check(o.table, o.expectation, o.target, o.severity, False, None) for o in derived.errors]
         checks += mine
         row_level = [c for c in mine if not c.success and c.severity == "warning" and c.bad is not None]
         mask = np.zeros(len(df), dtype=bool)
@@ -184,12 +180,29 @@ def pandas_validate_batch(
             mask |= c.bad
         q = df[mask].copy()
         q["_reasons"] = [json.dumps(sorted({c.reason for c in row_level if c.bad[i]})) for i in np.flatnonzero(mask)]
-        # The same post-processing as validate_batch: declared int columns get their dtype back.
-        valid[table] = validation._restore_ints(df[~mask].reset_index(drop=True), declared.columns)
+        kept[table] = (df[~mask], derived)
         quarantined[table] = q.reset_index(drop=True)
+    for table, (df, _) in kept.items():
+        published = validation.published_suite(spec, table, interval, reference, len(tables[table]))
+        checks += _check_suite(table, published, df)
     if any(not c.success and c.severity == "critical" for c in checks):  # a rejected batch publishes nothing
-        valid = {t: df.iloc[0:0] for t, df in valid.items()}
+        valid = {t: df.iloc[0:0] for t, (df, _) in kept.items()}
+    else:  # the same post-processing as validate_batch: exactly the declared schema
+        valid = {t: validation.published_frame(df, spec.source.tables[t], d.instants) for t, (df, d) in kept.items()}
     return checks, valid, quarantined
+
+
+def _check_suite(table: str, suite: list[validation.SuiteEntry], df: pd.DataFrame) -> list[Check]:
+    out = []
+    for e in suite:
+        target = e.target or e.kwargs.get("column") or ",".join(e.kwargs.get("column_list", [])) or "table"
+        args = {k: v for k, v in e.kwargs.items() if k in CHECKS[e.type].__code__.co_varnames}
+        try:
+            ok, n, bad = CHECKS[e.type](df, **args)
+        except (KeyError, TypeError):  # a missing column or incomparable values: the check fails
+            ok, n, bad = False, None, None
+        out.append(Check(table, e.check or e.type, target, e.severity, ok, n, bad))
+    return out
 
 
 # -- the run --------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ def build(spec: DatasetSpec):
         **dag_dates(spec.time),
         catchup=False,
         max_active_runs=8,
-        default_args=default_args(spec.owner),
+        default_args=default_args(spec.owner) | {"execution_timeout": spec.timeouts.execution_timeout("ingest")},
         tags=["mlops", spec.name, "ingest"],
         params={
             "source_uri": Param(

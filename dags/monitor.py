@@ -43,7 +43,7 @@ def build(spec: DatasetSpec):
         **dag_dates(spec.time),
         catchup=False,
         max_active_runs=1,  # decisions are debounced against each other: one at a time, in order
-        default_args=default_args(spec.owner),
+        default_args=default_args(spec.owner) | {"execution_timeout": spec.timeouts.execution_timeout("monitor")},
         tags=["mlops", spec.name, "monitor"],
         params={
             "date": Param(

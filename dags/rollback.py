@@ -31,7 +31,8 @@ def build(spec: DatasetSpec):
         start_date=dag_dates(spec.time)["start_date"],
         catchup=False,
         max_active_runs=1,
-        default_args=default_args(spec.owner) | {"retries": 1},
+        default_args=default_args(spec.owner)
+        | {"retries": 1, "execution_timeout": spec.timeouts.execution_timeout("rollback")},
         tags=["mlops", spec.name, "registry"],
         params={
             "version": Param(

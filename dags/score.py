@@ -37,7 +37,7 @@ def build(spec: DatasetSpec):
         start_date=dag_dates(spec.time)["start_date"],
         catchup=False,
         max_active_runs=4,
-        default_args=default_args(spec.owner),
+        default_args=default_args(spec.owner) | {"execution_timeout": spec.timeouts.execution_timeout("score")},
         tags=["mlops", spec.name, "score"],
         params={
             "date": Param(

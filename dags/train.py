@@ -50,7 +50,7 @@ def build(spec: DatasetSpec):
         start_date=dag_dates(spec.time)["start_date"],
         catchup=False,
         max_active_runs=1,
-        default_args=default_args(spec.owner),
+        default_args=default_args(spec.owner) | {"execution_timeout": spec.timeouts.execution_timeout("train")},
         tags=["mlops", spec.name, "train"],
         params={
             "window_end": Param(
@@ -193,6 +193,8 @@ def build(spec: DatasetSpec):
                 subject=f"Promote {spec.name} v{{{{ ti.xcom_pull(task_ids='evaluate')['challenger_version'] }}}} "
                 "to champion?",
                 body="{{ ti.xcom_pull(task_ids='evaluate')['markdown'] }}",
+                # a human's wait: the DAG's execution_timeout would become a response timeout here (HITL)
+                execution_timeout=None,
             )
             branch >> approve >> promoted
         else:

@@ -6,11 +6,12 @@ problem. Loading is cheap (PyYAML + pydantic only) because DAG files call it at 
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
 import re
-from datetime import date
+from datetime import date, timedelta
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -38,12 +39,43 @@ class Severity(StrEnum):
     warning = "warning"  # only the offending rows are quarantined; the rest proceeds
 
 
+class ColumnRules(_Model):
+    """What a column's values must be beyond their dtype (all optional; defaults are safe for any dataset).
+
+    ``nullable``: may the column hold nulls? Default: no for ``int`` (a validated int column is int64, which
+    has no null) and for the table's ``time_column``, yes otherwise. A null in a non-nullable column
+    quarantines the row.
+    ``pattern``: a regex every non-null text value must match in full (codes: case, padding, length).
+    ``timezone`` (datetime columns): how text is read. ``utc``: an explicit zero offset (``Z`` / ``+00:00``)
+    is required; ``offset``: any explicit offset is required; ``local``: no offset allowed, the text is
+    wall-clock time in the spec's ``time.timezone`` (a time that does not exist there is invalid). Undeclared:
+    either an explicit offset or wall-clock time in ``time.timezone``.
+    """
+
+    nullable: bool | None = None
+    pattern: str | None = None
+    timezone: Literal["utc", "offset", "local"] | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"pattern {v!r} is not a valid regex: {exc}") from None
+        return v
+
+
 class TableSpec(_Model):
     """One source table extracted per interval: its query and its declared schema."""
 
     query: str = Field(description="SQL with :start and :end bind parameters (ISO dates, end exclusive)")
     columns: dict[str, DType] = Field(min_length=1, description="column -> logical dtype")
     time_column: str = Field(description="date column bounding the interval")
+    constraints: dict[str, ColumnRules] = Field(
+        default_factory=dict, description="column -> nullability / pattern / timezone (optional per column)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TableSpec:
@@ -51,7 +83,30 @@ class TableSpec(_Model):
             raise ValueError("query must be bounded by the interval: use both :start and :end")
         if self.time_column not in self.columns:
             raise ValueError(f"time_column {self.time_column!r} is not one of the table's columns")
+        problems = []
+        for c, r in self.constraints.items():
+            t = self.columns.get(c)
+            if t is None:
+                problems.append(f"constraints: {c!r} is not one of the table's columns")
+            elif r.nullable and (t == "int" or c == self.time_column):
+                problems.append(f"constraints: {c!r} cannot be nullable (an int column or the time column)")
+            elif r.pattern is not None and t not in ("str", "category"):
+                problems.append(f"constraints: pattern on {c!r} needs a str/category column, not {t}")
+            elif r.timezone is not None and t != "datetime":
+                problems.append(f"constraints: timezone on {c!r} needs a datetime column, not {t}")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    def nullable(self, column: str) -> bool:
+        """Whether ``column`` may hold nulls (declared, else: not for int, yes for any other dtype)."""
+        declared = self.constraints.get(column)
+        if declared is not None and declared.nullable is not None:
+            return declared.nullable
+        return self.columns[column] != "int" and column != self.time_column
+
+    def rules(self, column: str) -> ColumnRules:
+        return self.constraints.get(column) or ColumnRules()
 
 
 class SeedSpec(_Model):
@@ -87,6 +142,12 @@ class SourceSpec(_Model):
     reference: dict[str, str] = Field(default_factory=dict, description="static tables: name -> SQL")
     file_formats: list[Literal["csv", "parquet"]] = ["csv", "parquet"]
     max_file_mb: float = Field(default=200, gt=0, description="manual-ingest files larger than this (MiB) are refused")
+    max_file_rows: int = Field(
+        default=5_000_000, gt=0, description="a manual-ingest file with more rows is rejected (Parquet: before reading)"
+    )
+    max_uncompressed_mb: float = Field(
+        default=2048, gt=0, description="a Parquet upload whose footer declares more uncompressed data is rejected"
+    )
     seed: SeedSpec | None = Field(default=None, description="how make seed fills the embedded source database")
 
     @model_validator(mode="after")
@@ -353,13 +414,97 @@ class ExpectationSpec(_Model):
         return self
 
 
+class RuleSpec(_Model):
+    """A cross-column rule: a pandas expression over one table's columns that must be True for every row.
+
+    Date columns are datetime64 in the expression and datetime columns UTC instants (``@timezone`` is the
+    spec's ``time.timezone``), so ``time_hour.dt.tz_convert(@timezone).dt.hour == hour`` works. With ``when``,
+    only rows where that expression is True are checked. With ``skip_nulls`` (default), a row with a null in
+    any column the expressions name is not checked. A failing row is quarantined (``warning``) or fails the
+    batch (``critical``) with the reason ``<table>.rule(<name>)``.
+    """
+
+    table: str
+    name: str
+    expr: str
+    when: str | None = None
+    skip_nulls: bool = True
+    severity: Severity = Severity.warning
+    description: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("rule names are lower_snake_case")
+        return v
+
+    @field_validator("expr", "when")
+    @classmethod
+    def _parses(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                ast.parse(v.replace("@", ""), mode="eval")
+            except SyntaxError as exc:
+                raise ValueError(f"expression {v!r} does not parse: {exc.msg}") from None
+        return v
+
+    @property
+    def names(self) -> list[str]:
+        """Every bare name the expressions use (the columns they read; ``@`` locals excluded)."""
+        out: list[str] = []
+        for text in (self.expr, self.when):
+            if text:
+                tree = ast.parse(re.sub(r"@\w+", "0", text), mode="eval")
+                called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}  # abs(...) etc.
+                for node in ast.walk(tree):
+                    if isinstance(node, ast.Name) and id(node) not in called and node.id not in out:
+                        out.append(node.id)
+        return out
+
+
+class DefaultChecks(_Model):
+    """Dataset-neutral checks every table gets from its declared columns, with their severities."""
+
+    not_null: Severity = Field(default=Severity.warning, description="a null in a non-nullable column")
+    finite: Severity = Field(default=Severity.warning, description="inf / -inf in a numeric column")
+    integral: Severity = Field(default=Severity.warning, description="a fraction in an int column")
+    no_nul: Severity = Field(default=Severity.warning, description="a NUL character in a text column")
+    pattern: Severity = Field(default=Severity.warning, description="a text value not matching its pattern")
+    instant: Severity = Field(
+        default=Severity.warning,
+        description="ISO text that is no real calendar date / instant, or lacks the declared timezone semantics",
+    )
+    min_published_rows: int = Field(
+        default=1,
+        ge=0,
+        description="every table must keep at least this many rows after quarantine (if it had as many)",
+    )
+
+
 class ValidationSpec(_Model):
     expectations: list[ExpectationSpec] = Field(min_length=1)
+    rules: list[RuleSpec] = Field(default_factory=list, description="cross-column rules (see RuleSpec)")
+    defaults: DefaultChecks = Field(default_factory=DefaultChecks)
     chunk_rows: int = Field(
         default=1_000_000,
         ge=10_000,
         description="a table with more rows is validated in chunks of whole days (bounded memory; same result)",
     )
+
+
+class TimeoutSpec(_Model):
+    """``execution_timeout`` of every task: per DAG kind (ingest, train, score, monitor, rollback), else default."""
+
+    default_minutes: float = Field(default=240, gt=0, description="training and any DAG kind not listed")
+    per_dag: dict[str, float] = Field(
+        default_factory=lambda: {"ingest": 60, "score": 60, "monitor": 60, "rollback": 15},
+        description="DAG kind -> minutes (a day's ingest takes seconds; a hung parse or source is cut off)",
+    )
+
+    def execution_timeout(self, kind: str) -> timedelta:
+        """The ``execution_timeout`` of every task of the ``<ds>_<kind>`` DAG."""
+        return timedelta(minutes=self.per_dag.get(kind, self.default_minutes))
 
 
 class CandidateSpec(_Model):
@@ -459,6 +604,7 @@ class DatasetSpec(_Model):
     training: TrainingSpec
     gate: GateSpec
     monitoring: MonitoringSpec
+    timeouts: TimeoutSpec = Field(default_factory=TimeoutSpec)
 
     @field_validator("name")
     @classmethod
@@ -497,6 +643,16 @@ class DatasetSpec(_Model):
             problems += [f"{where}: column {c!r} is not in table {e.table!r}" for c in named if c not in cols]
             if e.value_set_from and e.value_set_from.split(".")[0] not in self.source.reference:
                 problems.append(f"{where}: value_set_from names unknown reference table {e.value_set_from!r}")
+        rule_names = [(r.table, r.name) for r in self.validation.rules]
+        for i, r in enumerate(self.validation.rules):
+            where = f"validation.rules[{i}] ({r.name})"
+            if r.table not in self.source.tables:
+                problems.append(f"{where}: table {r.table!r} is not a source table")
+                continue
+            cols = self.source.tables[r.table].columns
+            problems += [f"{where}: {n!r} is not a column of table {r.table!r}" for n in r.names if n not in cols]
+            if rule_names.count((r.table, r.name)) > 1:
+                problems.append(f"{where}: rule name declared twice for table {r.table!r}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

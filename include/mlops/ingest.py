@@ -61,7 +61,13 @@ def extract_to_raw(
         blobs[f"upload.{fmt}"] = data
         origin = source_uri
         try:
-            tables[spec.source.primary_table] = sources.parse_upload(fmt, data)
+            tables[spec.source.primary_table] = sources.parse_upload(
+                fmt,
+                data,
+                spec.source.tables[spec.source.primary_table].columns,
+                max_rows=spec.source.max_file_rows,
+                max_uncompressed_mb=spec.source.max_uncompressed_mb,
+            )
         except ValueError as exc:
             read_error = str(exc)
             tables.pop(spec.source.primary_table)

