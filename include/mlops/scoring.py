@@ -263,6 +263,15 @@ def _as_date(day: date | str) -> date:
     return day if isinstance(day, date) else date.fromisoformat(str(day)[:10])
 
 
+def rescored_dataset(spec: DatasetSpec, version: str | None, model_uri: str) -> str:
+    """Where an explicit re-score of ``spec`` by a model goes, below zone ``rescored``:
+    ``<dataset>/version=<v>`` (``version=uri-<sha12>`` for a model outside the registry)."""
+    import hashlib
+
+    label = version or "uri-" + hashlib.sha256(model_uri.encode()).hexdigest()[:12]
+    return f"{spec.name}/version={label}"
+
+
 def score_partition(
     spec: DatasetSpec,
     lake: Lake,
@@ -271,9 +280,16 @@ def score_partition(
     model_uri: str | None = None,
     run_id: str | None = None,
     tracking_uri: str | None = None,
+    rescore: bool = False,
 ) -> dict[str, Any]:
-    """Score every flight of validated day ``day`` with the champion (or ``model_uri``) and write
+    """Score every row of validated day ``day`` with the champion (or ``model_uri``) and write
     ``predictions/<dataset>/date=<day>``; returns a JSON-serialisable summary (for XCom).
+
+    Served history is a record: when the day already has predictions written by another model, nothing is
+    written and the summary says ``"written": False`` with the version that served the day (a re-run by the
+    same model rewrites identical content, idempotently). ``rescore=True`` is the explicit re-score: it
+    writes ``rescored/<dataset>/version=<v>/date=<day>`` (see :func:`rescored_dataset`) and never touches
+    ``predictions/``.
 
     Raises NoChampionError without a champion, ScoringError when the day has no validated partition.
     """
@@ -287,6 +303,27 @@ def score_partition(
     if validated is None:
         raise ScoringError(f"validated/{spec.name}/{partition} does not exist: nothing to score for {day}")
     model = load_model(spec, model_uri, tracking_uri=tracking_uri)
+    zone, dataset = (
+        ("rescored", rescored_dataset(spec, model.version, model.uri)) if rescore else ("predictions", spec.name)
+    )
+    where = {
+        "dataset": spec.name,
+        "date": day.isoformat(),
+        "partition": partition,
+        "zone": zone,
+        "uri": lake.uri(lake.partition_path(zone, dataset, partition)),
+    }
+    served = None if rescore else lake.manifest("predictions", spec.name, partition)
+    if served is not None and served.extra.get("model_uri") != model.uri:
+        return where | {
+            "written": False,
+            "reason": f"kept: {partition} was served by v{served.extra.get('model_version')} "
+            f"({served.extra.get('model_uri')}); re-score explicitly to compare another version",
+            "rows": served.rows,
+            "sha256": served.sha256,
+            "model_version": served.extra.get("model_version"),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
     features = features_for_dates(lake, spec, day, day)
     out = score_frame(spec, model, features)
     extra = {
@@ -298,19 +335,16 @@ def score_partition(
         "validated_sha256": validated.sha256,
     }
     manifest = lake.write_partition(
-        "predictions",
-        spec.name,
+        zone,
+        dataset,
         partition,
         {PREDICTIONS_TABLE: out},
         source="scoring.score_partition",
         run_id=run_id,
         extra=extra,
     )
-    return {
-        "dataset": spec.name,
-        "date": day.isoformat(),
-        "partition": partition,
-        "uri": lake.uri(lake.partition_path("predictions", spec.name, partition)),
+    return where | {
+        "written": True,
         "rows": len(out),
         "positives": int(out[PREDICTION].sum()),
         "mean_probability": round(float(out[PROBABILITY].mean()), 6) if len(out) else None,

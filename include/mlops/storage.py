@@ -25,7 +25,7 @@ from fsspec.implementations.local import LocalFileSystem
 if TYPE_CHECKING:
     import pandas as pd
 
-ZONES = ("raw", "validated", "quarantine", "features", "predictions", "reports", "reference")
+ZONES = ("raw", "validated", "quarantine", "features", "predictions", "rescored", "reports", "reference")
 MANIFEST = "_manifest.json"
 _PARTITION = re.compile(r"^[a-z_]+=[A-Za-z0-9_.:-]+$")
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / ".data" / "lake"

@@ -226,3 +226,42 @@ def test_load_model_reads_the_registry_it_is_given(small_spec, champion, tmp_pat
         S.clear_cache()
     assert model.version == champion["version"]
     assert model.uri == f"models:/flights/{champion['version']}"
+
+
+def test_served_history_is_kept_and_a_rescore_is_a_separate_labelled_output(small_spec, lake, champion):
+    """A day served by v1 is never replaced by another version (a scheduled run woken by an old validated event
+    under a newer champion keeps it); ``rescore=True`` writes rescored/<ds>/version=<v>/… and leaves it alone."""
+    from mlflow import MlflowClient
+
+    day = "2013-01-09"
+    client = MlflowClient(champion["uri"], champion["uri"])
+    first = client.get_model_version("flights", champion["version"])
+    served = S.score_partition(small_spec, lake, day, tracking_uri=champion["uri"])
+    again = S.score_partition(small_spec, lake, day, tracking_uri=champion["uri"])
+    assert served["written"]
+    assert again["written"]
+    assert again["sha256"] == served["sha256"]
+    before = lake.manifest("predictions", "flights", f"date={day}").as_dict()
+
+    newer = client.create_model_version("flights", first.source, run_id=first.run_id)  # same files, another version
+    client.set_registered_model_alias("flights", "champion", newer.version)
+    try:
+        kept = S.score_partition(small_spec, lake, day, run_id="scheduled__later", tracking_uri=champion["uri"])
+        rescored = S.score_partition(small_spec, lake, day, tracking_uri=champion["uri"], rescore=True)
+    finally:
+        client.set_registered_model_alias("flights", "champion", champion["version"])
+    assert kept["written"] is False
+    assert kept["model_version"] == champion["version"]
+    assert f"served by v{champion['version']}" in kept["reason"]
+    assert lake.manifest("predictions", "flights", f"date={day}").as_dict() == before
+    assert rescored["written"]
+    assert rescored["zone"] == "rescored"
+    assert rescored["uri"].endswith(f"rescored/flights/version={newer.version}/date={day}")
+    m = lake.manifest("rescored", f"flights/version={newer.version}", f"date={day}")
+    assert m.extra["model_version"] == str(newer.version)
+    other = lake.read_table("rescored", f"flights/version={newer.version}", f"date={day}", "predictions")
+    kept_rows = lake.read_table("predictions", "flights", f"date={day}", "predictions")
+    np.testing.assert_array_equal(other["probability"], kept_rows["probability"])  # same model files, same scores
+    assert set(other["model_version"]) == {str(newer.version)}
+    assert set(kept_rows["model_version"]) == {str(first.version)}
+    assert lake.manifest("predictions", "flights", f"date={day}").as_dict() == before
