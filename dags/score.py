@@ -90,15 +90,8 @@ def build(spec: DatasetSpec):
             except scoring.ScoringError as exc:
                 raise AirflowFailException(str(exc)) from None
             for r in results:
-                if r["written"]:
-                    print(f"{r['partition']}: {r['rows']} rows, {r['positives']} positive (v{r['model_version']})")
-                else:
-                    print(f"{r['partition']}: {r['reason']}")
-            written = [r for r in results if r["written"] and not rescore]
-            outlet_events[predictions].extra = {
-                "partitions": [r["partition"] for r in written],
-                "model_version": written[-1]["model_version"] if written else None,
-            }
+                print(scoring.describe(r))
+            outlet_events[predictions].extra = scoring.announced(results)
             return results
 
         score()

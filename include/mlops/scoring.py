@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -362,6 +362,76 @@ def read_predictions(spec: DatasetSpec, lake: Lake, start: date | str, end: date
     if not frames:
         return pd.DataFrame(columns=[*spec.entity_keys, PROBABILITY, PREDICTION, MODEL_VERSION])
     return pd.concat(frames, ignore_index=True)
+
+
+def first_scoring_day(spec: DatasetSpec, lake: Lake, tracking_uri: str | None = None) -> str | None:
+    """The first day the platform should have scored: the day after the training window of the first champion
+    (the audit history's first promotion, else the current champion), or the earliest stored prediction if that
+    is earlier. None before any champion and prediction."""
+    from mlflow.exceptions import MlflowException
+
+    from include.mlops import registry
+
+    days = [p.removeprefix("date=") for p in lake.partitions("predictions", spec.name)[:1]]
+    uri = tracking_uri or default_tracking_uri()
+    client = _client(uri)
+    first = next((e.to_version for e in registry.history(spec, uri) if e.to_version), None)
+    try:
+        mv = (
+            client.get_model_version(spec.name, first)
+            if first
+            else client.get_model_version_by_alias(spec.name, CHAMPION)
+        )
+    except MlflowException as exc:
+        if exc.error_code not in _NOT_FOUND:
+            raise
+        mv = None
+    end = (mv.tags or {}).get("window_end") if mv is not None else None
+    if end:
+        days.append((_as_date(end) + timedelta(days=1)).isoformat())
+    return min(days) if days else None
+
+
+def unscored_days(spec: DatasetSpec, lake: Lake, tracking_uri: str | None = None) -> list[str]:
+    """Validated days without predictions, from :func:`first_scoring_day` up to the latest validated day, oldest
+    first: what a lost validated Asset event (apache/airflow#56050) or a run skipped before the first champion
+    left unscored."""
+    start = first_scoring_day(spec, lake, tracking_uri)
+    if start is None:
+        return []
+    scored = set(lake.partitions("predictions", spec.name))
+    return [
+        p.removeprefix("date=")
+        for p in lake.partitions("validated", spec.name)
+        if p.startswith("date=") and p.removeprefix("date=") >= start and p not in scored
+    ]
+
+
+def reconcile(
+    spec: DatasetSpec, lake: Lake, *, max_days: int = 31, run_id: str | None = None, tracking_uri: str | None = None
+) -> list[dict[str, Any]]:
+    """Score the oldest ``max_days`` of :func:`unscored_days` with the champion (:func:`score_partition`, so a day
+    scored meanwhile by another version is kept); their summaries."""
+    days = unscored_days(spec, lake, tracking_uri)[:max_days]
+    return [score_partition(spec, lake, d, run_id=run_id, tracking_uri=tracking_uri) for d in days]
+
+
+def announced(results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The ``predictions`` Asset event extra of a scoring run: the partitions it wrote (kept days are not news)
+    and the version that wrote the last of them."""
+    written = [r for r in results if r.get("written") and r.get("zone", PREDICTIONS_TABLE) == PREDICTIONS_TABLE]
+    return {
+        "partitions": [r["partition"] for r in written],
+        "model_version": written[-1]["model_version"] if written else None,
+    }
+
+
+def describe(result: Mapping[str, Any]) -> str:
+    """One log line for a :func:`score_partition` summary."""
+    if not result["written"]:
+        return f"{result['partition']}: {result['reason']}"
+    r = result
+    return f"{r['partition']}: {r['rows']} rows, {r['positives']} positive (v{r['model_version']}) -> {r['uri']}"
 
 
 def partitions_to_score(

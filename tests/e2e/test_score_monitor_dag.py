@@ -206,3 +206,20 @@ def test_a_newer_champion_keeps_served_days_and_a_rescore_is_labelled(runs, lake
     assert rescored is not None
     assert rescored.extra["model_version"] == str(newer.version)
     assert rescored.run_id == again.run_id
+
+
+def test_reconcile_scores_validated_days_whose_event_was_lost(runs, lake, champion):
+    """June 10-11 were validated but no score run ever saw them (as when a validated Asset event starts no run):
+    flights_reconcile finds and scores the oldest gaps, and announces them."""
+    june = ["2013-06-10", "2013-06-11"]
+    assert all(lake.manifest("predictions", "flights", f"date={d}") is None for d in june)
+    dr = dagbag().get_dag("flights_reconcile").test(run_conf={"max_days": 2})
+    assert state(dr) == "success"
+    for day in june:
+        stored = lake.read_table("predictions", "flights", f"date={day}", "predictions")
+        assert len(stored) == lake.manifest("validated", "flights", f"date={day}").files["flights"].rows
+        assert set(stored["model_version"]) == {champion}
+    assert lake.manifest("predictions", "flights", "date=2013-06-12") is None  # the rest: the next runs
+    assert _asset_events("mlops://predictions/flights", dr) == [
+        {"partitions": [f"date={d}" for d in june], "model_version": champion, "reconciled": True}
+    ]

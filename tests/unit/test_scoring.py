@@ -265,3 +265,33 @@ def test_served_history_is_kept_and_a_rescore_is_a_separate_labelled_output(smal
     assert set(other["model_version"]) == {str(newer.version)}
     assert set(kept_rows["model_version"]) == {str(first.version)}
     assert lake.manifest("predictions", "flights", f"date={day}").as_dict() == before
+
+
+def test_reconcile_scores_validated_days_without_predictions_since_the_first_champion(small_spec, lake, champion):
+    """A lost validated Asset event leaves Jan 7-8 unscored: reconcile finds and scores them (and any other gap
+    after the champion's window, Jan 6), never the days before it."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(champion["uri"], champion["uri"])
+    client.set_model_version_tag("flights", champion["version"], "window_end", "2013-01-06")
+    S.score_partition(small_spec, lake, "2013-01-10", tracking_uri=champion["uri"])
+    for day in ("2013-01-07", "2013-01-08"):
+        lake.delete_partition("predictions", "flights", f"date={day}")
+    gaps = [
+        f"2013-01-{d:02d}"
+        for d in range(7, 13)
+        if lake.manifest("predictions", "flights", f"date=2013-01-{d:02d}") is None
+    ]
+    assert S.first_scoring_day(small_spec, lake, champion["uri"]) == "2013-01-07"
+    assert S.unscored_days(small_spec, lake, champion["uri"]) == gaps
+    assert gaps[:2] == ["2013-01-07", "2013-01-08"]
+
+    first = S.reconcile(small_spec, lake, max_days=1, run_id="scheduled__r1", tracking_uri=champion["uri"])
+    assert [r["date"] for r in first] == ["2013-01-07"]
+    rest = S.reconcile(small_spec, lake, run_id="scheduled__r2", tracking_uri=champion["uri"])
+    assert [r["date"] for r in rest] == gaps[1:]
+    assert all(r["written"] for r in first + rest)
+    assert lake.manifest("predictions", "flights", "date=2013-01-08").run_id == "scheduled__r2"
+    assert S.unscored_days(small_spec, lake, champion["uri"]) == []
+    assert S.reconcile(small_spec, lake, tracking_uri=champion["uri"]) == []
+    assert [p for p in lake.partitions("predictions", "flights") if p < "date=2013-01-07"] == []
