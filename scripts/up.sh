@@ -77,6 +77,6 @@ cat << MSG
     Stop: Ctrl-C here, or make down from another shell.
 MSG
 # Until a signal arrives or a component exits (then everything stops: a half stack is no stack).
-wait -n
+wait -n || true
 echo "==> a component exited: see $AIRFLOW_HOME/*.log" >&2
 exit 1
