@@ -7,7 +7,7 @@ VENV ?= $(CURDIR)/.venv
 ENV := export MLOPS_VENV=$(VENV); . scripts/env.sh &&
 STAMP := $(VENV)/.lock-installed
 
-.PHONY: help setup lock init seed demo up test test-integration lint format bench clean reliability security
+.PHONY: help setup lock init seed demo up down test test-integration lint format bench clean reliability security
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -33,8 +33,11 @@ seed: setup ## (re)seed source tables from each spec's source.seed (DATASET=<nam
 demo: init ## set up, seed, replay a dataset end to end through Airflow, print a summary (DATASET=flights)
 	@$(ENV) MLOPS_DEMO_DATASET=$(or $(DATASET),flights) python scripts/demo.py
 
-up: init ## Airflow standalone (UI :8080) + MLflow UI (:5000), examples off
+up: init ## Airflow (UI 127.0.0.1:8080) + MLflow UI (:5000) in the foreground; Ctrl-C or make down stops all
 	@$(ENV) bash scripts/up.sh
+
+down: ## stop the stack make up runs (from another shell)
+	@$(ENV) bash scripts/down.sh
 
 .PHONY: serve
 serve: setup ## online scoring of the champion on 127.0.0.1:5001 (DATASET=flights, PORT=5001; README "Online serving")

@@ -14,7 +14,13 @@ validated zone. A run then emits the `predictions/<dataset>` Asset event.
 
 Before the first promotion there is no champion: a scheduled run is **skipped** with that reason (the days
 can be scored later by hand); a manual run with a `date` fails with it.
-**Manual:** trigger with `date` (YYYY-MM-DD) to (re)score one validated day.
+**Served history is a record:** a day whose predictions were written by another model version is kept as it
+was (the log names the version that served it), so a scheduled run woken by old validated events cannot rewrite
+history; a re-run by the same version rewrites identical content.
+
+**Manual:** trigger with `date` (YYYY-MM-DD) to score one validated day; add `rescore: true` to score it with
+the current champion into `rescored/<dataset>/version=<v>/date=…`, a separate labelled output that never
+touches `predictions/`.
 """
 
 from __future__ import annotations
@@ -48,6 +54,13 @@ def build(spec: DatasetSpec):
                 description="Validated day (YYYY-MM-DD) to score; default: the days named by the triggering "
                 "validated-Asset events (a manual run without it scores its logical day).",
             ),
+            "rescore": Param(
+                False,
+                type="boolean",
+                title="Re-score (separate output)",
+                description="Score with the current champion into rescored/<dataset>/version=<v>/date=… "
+                "instead of predictions/: what was served stays as it was.",
+            ),
         },
     )
     def score_dag():
@@ -65,8 +78,11 @@ def build(spec: DatasetSpec):
             days = scoring.partitions_to_score(
                 [e.extra for e in events], params.get("date"), run_interval(context)[0] if manual else None
             )
+            rescore = bool(params.get("rescore"))
             try:
-                results = [scoring.score_partition(spec, Lake(), d, run_id=context["run_id"]) for d in days]
+                results = [
+                    scoring.score_partition(spec, Lake(), d, run_id=context["run_id"], rescore=rescore) for d in days
+                ]
             except scoring.NoChampionError as exc:
                 if params.get("date"):
                     raise AirflowFailException(str(exc)) from None
@@ -74,11 +90,8 @@ def build(spec: DatasetSpec):
             except scoring.ScoringError as exc:
                 raise AirflowFailException(str(exc)) from None
             for r in results:
-                print(f"{r['partition']}: {r['rows']} flights, {r['positives']} predicted late (v{r['model_version']})")
-            outlet_events[predictions].extra = {
-                "partitions": [r["partition"] for r in results],
-                "model_version": results[-1]["model_version"] if results else None,
-            }
+                print(scoring.describe(r))
+            outlet_events[predictions].extra = scoring.announced(results)
             return results
 
         score()

@@ -5,9 +5,11 @@ Built once per dataset spec in `include/config/` (the flights spec gives `flight
 
 Scheduled on `validated/<dataset> | retrain/<dataset>`: every batch of validated days wakes it, and **plan**
 decides whether training is due — at least `training.cadence_days` new validated days since the window of the
-last registered version (or no model yet). A retrain request from `<dataset>_monitor` (drift or degraded
+last registered version (or no model yet). A fresh retrain request from `<dataset>_monitor` (drift or degraded
 performance, already debounced there) always trains, and so does a manual run, with the window, candidates,
-search budget and seed from the trigger form.
+search budget and seed from the trigger form. A request whose day is not after the last registered version's
+window end is stale (that training already covered it, e.g. an old event the scheduler replays) and only the
+cadence applies.
 
 1. **plan** — the training window: the `window_days` validated days ending at `window_end` (default: the
    latest validated day). Not due → the rest is skipped, with the reason in the log.
@@ -98,17 +100,17 @@ def build(spec: DatasetSpec):
             from include.mlops import training
             from include.mlops.storage import Lake
 
-            requests = list((context.get("triggering_asset_events") or {}).get(retrain, []))
+            requests = [e.extra for e in (context.get("triggering_asset_events") or {}).get(retrain, [])]
+            last_end = training.last_trained_window_end(spec)
             if context["dag_run"].run_type == "manual":
                 force = "manual run"
-            elif requests:
-                r = requests[-1].extra or {}
-                force = f"retrain requested by the monitor on {r.get('day')}: {', '.join(r.get('triggers', []))}"
-            else:
-                force = False
+            else:  # a request the last training already covered (an old event replayed) is stale: cadence only
+                force = training.retrain_request_reason(requests, last_end) or False
+                if requests and not force:
+                    print(f"ignored {len(requests)} stale retrain request(s): last window ends {last_end}")
             p = training.plan_training(
                 spec, Lake(), window_end=params.get("window_end"), window_days=params.get("window_days"),
-                force=force, last_end=None if force else training.last_trained_window_end(spec),
+                force=force, last_end=None if force else last_end,
             )  # fmt: skip
             print(f"training plan: {p}")
             return p if p["due"] else None

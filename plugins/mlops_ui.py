@@ -16,12 +16,13 @@
   Authentication is Airflow's own: every route depends on ``airflow.api_fastapi.core_api.security.get_user``
   (the ``_token`` cookie the UI sets at login, or an ``Authorization: Bearer`` JWT from ``/auth/token``), so
   no token → 401, a bad one → 403; a dataset's pages and reports also need read access to its
-  ``<dataset>_train`` DAG in the auth manager.
+  ``<dataset>_train`` DAG in the auth manager. A browser without a session (``Accept: text/html``) is redirected
+  to Airflow's login page with ``next`` = the page it asked for; API clients get the 401.
 
 Public URLs: ``MLOPS_MLFLOW_PUBLIC_URL`` (default ``http://localhost:5000``) for MLflow links and
-``MLOPS_AIRFLOW_PUBLIC_URL`` (default Airflow's ``[api] base_url``; empty: relative to the UI's origin) for
-report links. This module stays cheap to import (every Airflow component loads plugins): FastAPI, MLflow and
-the library are imported on first use.
+``MLOPS_AIRFLOW_PUBLIC_URL`` (default: the path of Airflow's ``[api] base_url``, i.e. relative to the page's own
+origin, so links work from localhost, 127.0.0.1 or any host name) for report links. This module stays cheap to
+import (every Airflow component loads plugins): FastAPI, MLflow and the library are imported on first use.
 """
 
 # No `from __future__ import annotations`: FastAPI resolves route annotations (Request, responses) that are
@@ -231,6 +232,20 @@ def build_app() -> Any:
         except health.ReportPathError as exc:
             raise HTTPException(400, str(exc)) from None
         return Response(data, media_type=health.content_type(sub), headers=REPORT_HEADERS)
+
+    @app.exception_handler(HTTPException)
+    async def login_instead_of_401(request: Request, exc: HTTPException) -> Response:
+        """An anonymous browser is sent to Airflow's login page (and back here after it); API clients
+        (``Accept: application/json``, or no text/html) keep the 401."""
+        from fastapi.exception_handlers import http_exception_handler
+
+        if exc.status_code == 401 and health.wants_html(request.headers.get("accept")):
+            mount = request.scope.get("root_path", "")
+            root = mount.removesuffix(health.APP_PREFIX)
+            path = request.url.path if request.url.path.startswith(mount) else mount + request.url.path
+            target = f"{path}?{request.url.query}" if request.url.query else path
+            return RedirectResponse(f"{root}{get_auth_manager().get_url_login(next_url=target)}", status_code=303)
+        return await http_exception_handler(request, exc)
 
     app.include_router(secured)
     return app

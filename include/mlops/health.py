@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 if TYPE_CHECKING:
     from include.mlops.config import DatasetSpec
@@ -85,6 +85,13 @@ class ReportNotFound(ReportPathError):
 
 
 # -- public URLs and link building ---------------------------------------------------------------------
+def wants_html(accept: str | None) -> bool:
+    """A browser navigation (``Accept`` names text/html before any JSON), not an API client."""
+    accept = (accept or "").lower()
+    html, js = accept.find("text/html"), accept.find("application/json")
+    return html >= 0 and (js < 0 or html < js)
+
+
 @dataclass(frozen=True)
 class PublicUrls:
     """Where a browser reaches MLflow and the Airflow API server (no trailing slash; ``airflow`` may be ``""``:
@@ -95,12 +102,16 @@ class PublicUrls:
 
     @classmethod
     def from_env(cls, airflow_default: str = "") -> PublicUrls:
-        """``MLOPS_MLFLOW_PUBLIC_URL`` / ``MLOPS_AIRFLOW_PUBLIC_URL``, else the defaults."""
+        """``MLOPS_MLFLOW_PUBLIC_URL`` / ``MLOPS_AIRFLOW_PUBLIC_URL``, else the defaults. Airflow links default to
+        the *path* of ``airflow_default`` (Airflow's ``[api] base_url``): relative to the page's own origin, so a
+        link works whether the UI was opened as localhost, 127.0.0.1 or a host name (an absolute base_url host
+        would send the browser to another origin, without its session)."""
         mlflow = os.environ.get("MLOPS_MLFLOW_PUBLIC_URL") or DEFAULT_MLFLOW_URL
-        airflow = os.environ.get("MLOPS_AIRFLOW_PUBLIC_URL") or airflow_default or ""
+        airflow = os.environ.get("MLOPS_AIRFLOW_PUBLIC_URL") or ""
         for name, url in (("MLOPS_MLFLOW_PUBLIC_URL", mlflow), ("MLOPS_AIRFLOW_PUBLIC_URL", airflow)):
             if url and not re.match(r"^https?://[^\s/]+", url):
                 raise ValueError(f"{name} must be an http(s) URL, got {url!r}")
+        airflow = airflow or urlsplit(airflow_default or "").path
         return cls(mlflow=mlflow.rstrip("/"), airflow=airflow.rstrip("/"))
 
     def mlflow_run(self, run_id: str, experiment_id: str | None = None) -> str:

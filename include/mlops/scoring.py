@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -263,6 +263,15 @@ def _as_date(day: date | str) -> date:
     return day if isinstance(day, date) else date.fromisoformat(str(day)[:10])
 
 
+def rescored_dataset(spec: DatasetSpec, version: str | None, model_uri: str) -> str:
+    """Where an explicit re-score of ``spec`` by a model goes, below zone ``rescored``:
+    ``<dataset>/version=<v>`` (``version=uri-<sha12>`` for a model outside the registry)."""
+    import hashlib
+
+    label = version or "uri-" + hashlib.sha256(model_uri.encode()).hexdigest()[:12]
+    return f"{spec.name}/version={label}"
+
+
 def score_partition(
     spec: DatasetSpec,
     lake: Lake,
@@ -271,9 +280,16 @@ def score_partition(
     model_uri: str | None = None,
     run_id: str | None = None,
     tracking_uri: str | None = None,
+    rescore: bool = False,
 ) -> dict[str, Any]:
-    """Score every flight of validated day ``day`` with the champion (or ``model_uri``) and write
+    """Score every row of validated day ``day`` with the champion (or ``model_uri``) and write
     ``predictions/<dataset>/date=<day>``; returns a JSON-serialisable summary (for XCom).
+
+    Served history is a record: when the day already has predictions written by another model, nothing is
+    written and the summary says ``"written": False`` with the version that served the day (a re-run by the
+    same model rewrites identical content, idempotently). ``rescore=True`` is the explicit re-score: it
+    writes ``rescored/<dataset>/version=<v>/date=<day>`` (see :func:`rescored_dataset`) and never touches
+    ``predictions/``.
 
     Raises NoChampionError without a champion, ScoringError when the day has no validated partition.
     """
@@ -287,6 +303,27 @@ def score_partition(
     if validated is None:
         raise ScoringError(f"validated/{spec.name}/{partition} does not exist: nothing to score for {day}")
     model = load_model(spec, model_uri, tracking_uri=tracking_uri)
+    zone, dataset = (
+        ("rescored", rescored_dataset(spec, model.version, model.uri)) if rescore else ("predictions", spec.name)
+    )
+    where = {
+        "dataset": spec.name,
+        "date": day.isoformat(),
+        "partition": partition,
+        "zone": zone,
+        "uri": lake.uri(lake.partition_path(zone, dataset, partition)),
+    }
+    served = None if rescore else lake.manifest("predictions", spec.name, partition)
+    if served is not None and served.extra.get("model_uri") != model.uri:
+        return where | {
+            "written": False,
+            "reason": f"kept: {partition} was served by v{served.extra.get('model_version')} "
+            f"({served.extra.get('model_uri')}); re-score explicitly to compare another version",
+            "rows": served.rows,
+            "sha256": served.sha256,
+            "model_version": served.extra.get("model_version"),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
     features = features_for_dates(lake, spec, day, day)
     out = score_frame(spec, model, features)
     extra = {
@@ -298,19 +335,16 @@ def score_partition(
         "validated_sha256": validated.sha256,
     }
     manifest = lake.write_partition(
-        "predictions",
-        spec.name,
+        zone,
+        dataset,
         partition,
         {PREDICTIONS_TABLE: out},
         source="scoring.score_partition",
         run_id=run_id,
         extra=extra,
     )
-    return {
-        "dataset": spec.name,
-        "date": day.isoformat(),
-        "partition": partition,
-        "uri": lake.uri(lake.partition_path("predictions", spec.name, partition)),
+    return where | {
+        "written": True,
         "rows": len(out),
         "positives": int(out[PREDICTION].sum()),
         "mean_probability": round(float(out[PROBABILITY].mean()), 6) if len(out) else None,
@@ -328,6 +362,76 @@ def read_predictions(spec: DatasetSpec, lake: Lake, start: date | str, end: date
     if not frames:
         return pd.DataFrame(columns=[*spec.entity_keys, PROBABILITY, PREDICTION, MODEL_VERSION])
     return pd.concat(frames, ignore_index=True)
+
+
+def first_scoring_day(spec: DatasetSpec, lake: Lake, tracking_uri: str | None = None) -> str | None:
+    """The first day the platform should have scored: the day after the training window of the first champion
+    (the audit history's first promotion, else the current champion), or the earliest stored prediction if that
+    is earlier. None before any champion and prediction."""
+    from mlflow.exceptions import MlflowException
+
+    from include.mlops import registry
+
+    days = [p.removeprefix("date=") for p in lake.partitions("predictions", spec.name)[:1]]
+    uri = tracking_uri or default_tracking_uri()
+    client = _client(uri)
+    first = next((e.to_version for e in registry.history(spec, uri) if e.to_version), None)
+    try:
+        mv = (
+            client.get_model_version(spec.name, first)
+            if first
+            else client.get_model_version_by_alias(spec.name, CHAMPION)
+        )
+    except MlflowException as exc:
+        if exc.error_code not in _NOT_FOUND:
+            raise
+        mv = None
+    end = (mv.tags or {}).get("window_end") if mv is not None else None
+    if end:
+        days.append((_as_date(end) + timedelta(days=1)).isoformat())
+    return min(days) if days else None
+
+
+def unscored_days(spec: DatasetSpec, lake: Lake, tracking_uri: str | None = None) -> list[str]:
+    """Validated days without predictions, from :func:`first_scoring_day` up to the latest validated day, oldest
+    first: what a lost validated Asset event (apache/airflow#56050) or a run skipped before the first champion
+    left unscored."""
+    start = first_scoring_day(spec, lake, tracking_uri)
+    if start is None:
+        return []
+    scored = set(lake.partitions("predictions", spec.name))
+    return [
+        p.removeprefix("date=")
+        for p in lake.partitions("validated", spec.name)
+        if p.startswith("date=") and p.removeprefix("date=") >= start and p not in scored
+    ]
+
+
+def reconcile(
+    spec: DatasetSpec, lake: Lake, *, max_days: int = 31, run_id: str | None = None, tracking_uri: str | None = None
+) -> list[dict[str, Any]]:
+    """Score the oldest ``max_days`` of :func:`unscored_days` with the champion (:func:`score_partition`, so a day
+    scored meanwhile by another version is kept); their summaries."""
+    days = unscored_days(spec, lake, tracking_uri)[:max_days]
+    return [score_partition(spec, lake, d, run_id=run_id, tracking_uri=tracking_uri) for d in days]
+
+
+def announced(results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The ``predictions`` Asset event extra of a scoring run: the partitions it wrote (kept days are not news)
+    and the version that wrote the last of them."""
+    written = [r for r in results if r.get("written") and r.get("zone", PREDICTIONS_TABLE) == PREDICTIONS_TABLE]
+    return {
+        "partitions": [r["partition"] for r in written],
+        "model_version": written[-1]["model_version"] if written else None,
+    }
+
+
+def describe(result: Mapping[str, Any]) -> str:
+    """One log line for a :func:`score_partition` summary."""
+    if not result["written"]:
+        return f"{result['partition']}: {result['reason']}"
+    r = result
+    return f"{r['partition']}: {r['rows']} rows, {r['positives']} positive (v{r['model_version']}) -> {r['uri']}"
 
 
 def partitions_to_score(

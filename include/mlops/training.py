@@ -11,7 +11,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
@@ -706,6 +706,26 @@ def last_trained_window_end(spec: DatasetSpec, tracking_uri: str | None = None) 
         if end:
             ends.append(date.fromisoformat(end))
     return max(ends) if ends else None
+
+
+def retrain_request_reason(requests: Iterable[Mapping[str, Any] | None], last_end: date | None) -> str | None:
+    """The reason to train now from the monitor's retrain requests (Asset event extras ``{"day", "triggers"}``),
+    or None when none is fresh. A request is stale when its ``day`` is not after ``last_end``, the window end of
+    the last registered version: that training already covered the day it complained about (the scheduler
+    replaying old Asset events, e.g. after ``make demo``, must not train again). A request without a day counts
+    as fresh (nothing says it was answered)."""
+    fresh = []
+    for r in requests:
+        r = r or {}
+        day = r.get("day")
+        if day and last_end is not None and date.fromisoformat(str(day)[:10]) <= last_end:
+            continue
+        fresh.append(r)
+    if not fresh:
+        return None
+    r = fresh[-1]
+    on = f" on {r['day']}" if r.get("day") else ""
+    return f"retrain requested by the monitor{on}: {', '.join(r.get('triggers') or []) or 'no trigger named'}"
 
 
 def plan_training(

@@ -177,3 +177,49 @@ def test_reports_mlflow_runs_and_evidently_workspace(runs, lake, module_mlflow, 
     ws = Workspace.create(os.path.join(lake.root, "evidently"))
     (project,) = ws.search_project("flights")
     assert len(ws.list_runs(project.id)) == 3
+
+
+def test_a_newer_champion_keeps_served_days_and_a_rescore_is_labelled(runs, lake, module_mlflow, champion):
+    """Served history is a record: a score run under a newer champion leaves the day's predictions (sha256) and
+    announces no partition; ``rescore: true`` writes rescored/flights/version=<v>/date=… instead."""
+    from mlflow import MlflowClient
+
+    from include.mlops import scoring
+
+    client = MlflowClient(module_mlflow, module_mlflow)
+    first = client.get_model_version("flights", champion)
+    before = lake.manifest("predictions", "flights", f"date={CONTROL}").sha256
+    newer = client.create_model_version("flights", first.source, run_id=first.run_id)
+    client.set_registered_model_alias("flights", "champion", newer.version)
+    scoring.clear_cache()
+    y, m, d = map(int, CONTROL.split("-"))
+    score = dagbag().get_dag("flights_score")
+    try:
+        kept = score.test(logical_date=datetime(y, m, d, 1, tzinfo=UTC), run_conf={"date": CONTROL})
+        again = score.test(logical_date=datetime(y, m, d, 2, tzinfo=UTC), run_conf={"date": CONTROL, "rescore": True})
+    finally:
+        client.set_registered_model_alias("flights", "champion", champion)
+    assert state(kept) == state(again) == "success"
+    assert lake.manifest("predictions", "flights", f"date={CONTROL}").sha256 == before
+    assert _asset_events("mlops://predictions/flights", kept) == [{"partitions": [], "model_version": None}]
+    rescored = lake.manifest("rescored", f"flights/version={newer.version}", f"date={CONTROL}")
+    assert rescored is not None
+    assert rescored.extra["model_version"] == str(newer.version)
+    assert rescored.run_id == again.run_id
+
+
+def test_reconcile_scores_validated_days_whose_event_was_lost(runs, lake, champion):
+    """June 10-11 were validated but no score run ever saw them (as when a validated Asset event starts no run):
+    flights_reconcile finds and scores the oldest gaps, and announces them."""
+    june = ["2013-06-10", "2013-06-11"]
+    assert all(lake.manifest("predictions", "flights", f"date={d}") is None for d in june)
+    dr = dagbag().get_dag("flights_reconcile").test(run_conf={"max_days": 2})
+    assert state(dr) == "success"
+    for day in june:
+        stored = lake.read_table("predictions", "flights", f"date={day}", "predictions")
+        assert len(stored) == lake.manifest("validated", "flights", f"date={day}").files["flights"].rows
+        assert set(stored["model_version"]) == {champion}
+    assert lake.manifest("predictions", "flights", "date=2013-06-12") is None  # the rest: the next runs
+    assert _asset_events("mlops://predictions/flights", dr) == [
+        {"partitions": [f"date={d}" for d in june], "model_version": champion, "reconciled": True}
+    ]

@@ -94,14 +94,16 @@ class Stack:
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.load(r)["access_token"]
 
-    def get(self, path: str, token: str | None = None) -> tuple[int, bytes, dict]:
-        """GET a path as sent (no normalisation of '..' or '%'), optionally with a Bearer token."""
+    def get(self, path: str, token: str | None = None, accept: str | None = None) -> tuple[int, bytes, dict]:
+        """GET a path as sent (no normalisation of '..' or '%'), optionally with a Bearer token / Accept header."""
         import http.client
 
         conn = http.client.HTTPConnection(self.url.removeprefix("http://"), timeout=60)
         conn.putrequest("GET", path, skip_accept_encoding=True)
         if token:
             conn.putheader("Authorization", f"Bearer {token}")
+        if accept:
+            conn.putheader("Accept", accept)
         conn.endheaders()
         r = conn.getresponse()
         body = r.read()

@@ -236,7 +236,11 @@ def test_public_urls_from_the_environment(monkeypatch):
     monkeypatch.delenv("MLOPS_MLFLOW_PUBLIC_URL", raising=False)
     monkeypatch.delenv("MLOPS_AIRFLOW_PUBLIC_URL", raising=False)
     assert PublicUrls.from_env() == PublicUrls("http://localhost:5000", "")
-    assert PublicUrls.from_env("http://127.0.0.1:8080/").airflow == "http://127.0.0.1:8080"
+    # links relative to the page's origin: base_url's host would be another origin (no session) from 127.0.0.1
+    assert PublicUrls.from_env("http://localhost:8080/").airflow == ""
+    assert PublicUrls.from_env("http://localhost:8080/airflow/").report("reports/gate/f/v1/gate.html") == (
+        "/airflow/mlops/reports/gate/f/v1/gate.html"
+    )
     monkeypatch.setenv("MLOPS_MLFLOW_PUBLIC_URL", "https://mlflow.example.org/")
     monkeypatch.setenv("MLOPS_AIRFLOW_PUBLIC_URL", "https://airflow.example.org")
     urls = PublicUrls.from_env("http://ignored:8080")
@@ -322,3 +326,17 @@ def test_plugin_module_is_cheap_to_import():
         capture_output=True, text=True, env=env, check=True, timeout=120,
     )  # fmt: skip
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    ("accept", "browser"),
+    [
+        ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", True),  # Chromium/Firefox navigation
+        ("application/json", False),
+        ("application/json, text/html", False),
+        ("*/*", False),  # curl
+        (None, False),
+    ],
+)
+def test_only_browser_navigations_are_sent_to_the_login_page(accept, browser):
+    assert health.wants_html(accept) is browser

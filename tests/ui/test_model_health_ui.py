@@ -12,7 +12,7 @@ import json
 import os
 import re
 from datetime import UTC, datetime
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 
@@ -43,6 +43,18 @@ def test_plugin_refuses_requests_without_a_valid_token(stack, path):
     assert status in (401, 403), body
     assert b"Gate report" not in body
     assert b"Model health" not in body
+
+
+@pytest.mark.parametrize("path", ["/mlops/health/flights", "/mlops/reports/gate/flights/v1/gate.html?x=1"])
+def test_an_anonymous_browser_lands_on_the_login_page_and_an_api_client_gets_401(stack, path):
+    browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    status, body, headers = stack.get(path, accept=browser)
+    assert status == 303, body
+    assert headers["location"] == "/auth/login?" + urlencode({"next": path})
+    assert stack.get(headers["location"], accept=browser)[0] == 200  # Airflow's login page
+    status, body, _ = stack.get(path, accept="application/json")
+    assert status == 401, body
+    assert b"Not authenticated" in body
 
 
 def test_plugin_serves_health_json_with_a_bearer_token(stack):
@@ -85,26 +97,26 @@ def test_extra_links_come_from_the_tasks_results(stack):
     runs = stack.runs
     ingest = _links(stack, token, "flights_ingest", runs["ingest"].run_id, "validate")
     assert set(ingest) == {"Data Docs"}
-    assert ingest["Data Docs"] == f"{stack.url}/mlops/reports/gx/flights/date=2013-01-24/docs/index.html"
+    assert ingest["Data Docs"] == "/mlops/reports/gx/flights/date=2013-01-24/docs/index.html"  # relative
     train = _links(stack, token, "flights_train", runs["train"].run_id, "train")
     assert set(train) == {"MLflow run", "Model version"}
     assert re.fullmatch(r"http://127\.0\.0\.1:5000/#/experiments/\d+/runs/[0-9a-f]{32}", train["MLflow run"])
     assert train["Model version"] == "http://127.0.0.1:5000/#/models/flights/versions/1"
     evaluate = _links(stack, token, "flights_train", runs["train"].run_id, "evaluate")
-    assert evaluate["Gate report"] == f"{stack.url}/mlops/reports/gate/flights/v1/gate.html"
+    assert evaluate["Gate report"] == "/mlops/reports/gate/flights/v1/gate.html"
     promote = _links(stack, token, "flights_train", runs["train"].run_id, "promote")
     assert promote["Model version"].endswith("/versions/1")
     monitor = _links(stack, token, "flights_monitor", runs["monitor 2013-01-24"].run_id, "monitor")
-    assert monitor["Evidently report"] == f"{stack.url}/mlops/reports/drift/flights/date=2013-01-24/drift.html"
+    assert monitor["Evidently report"] == "/mlops/reports/drift/flights/date=2013-01-24/drift.html"
     assert "MLflow run" in monitor
     assert _links(stack, token, "flights_monitor", runs["monitor 2013-01-24"].run_id, "request_retrain") == {}
     # every report link (with the token) redirects to its signed URL, served sandboxed as HTML without a token
     for url in (ingest["Data Docs"], evaluate["Gate report"], monitor["Evidently report"]):
-        status, body, headers = stack.get(url.removeprefix(stack.url), token)
+        status, body, headers = stack.get(url, token)
         assert status == 303, (url, body[:200])
         signed = headers["location"]
         assert re.fullmatch(r"/mlops/r/\d+\.[\w-]{43}/reports/.+", signed), signed
-        assert signed.endswith(url.removeprefix(f"{stack.url}/mlops/"))
+        assert signed.endswith(url.removeprefix("/mlops/"))
         status, body, headers = stack.get(signed)
         assert status == 200, signed
         assert headers["content-type"].startswith("text/html")
@@ -195,7 +207,7 @@ def test_task_extra_link_opens_the_gate_report(stack, page, shots):
     page.goto(f"{stack.url}/dags/flights_train/runs/{quote(run_id, safe='')}/tasks/evaluate/details")
     link = page.get_by_role("link", name="Gate report")
     link.wait_for()
-    assert link.get_attribute("href") == f"{stack.url}/mlops/reports/gate/flights/v1/gate.html"
+    assert link.get_attribute("href") == "/mlops/reports/gate/flights/v1/gate.html"  # relative: any host works
     assert page.get_by_role("link", name="Model version").get_attribute("href").endswith("/models/flights/versions/1")
     shots(page, "extra-links", full_page=False)
     link.click()
@@ -203,6 +215,24 @@ def test_task_extra_link_opens_the_gate_report(stack, page, shots):
     assert page.locator("h1").inner_text() == "Gate report: flights v1"
     assert "PASSED" in page.locator(".banner").inner_text()
     shots(page, "gate-report")
+
+
+def test_from_localhost_an_anonymous_report_link_goes_through_the_login_page_to_the_report(stack, browser):
+    """The UI opened as localhost (the api-server's base_url says 127.0.0.1): an anonymous browser asking for a
+    report link lands on Airflow's login page, and after logging in on the report itself."""
+    context = browser.new_context()
+    try:
+        p = context.new_page()
+        p.set_default_timeout(60_000)
+        p.goto(stack.url.replace("127.0.0.1", "localhost") + "/mlops/reports/gate/flights/v1/gate.html")
+        p.wait_for_url(re.compile(r"^http://localhost:\d+/auth/login\?next=.*gate\.html"))
+        p.get_by_label(re.compile("username", re.I)).fill(stack.user)
+        p.get_by_label(re.compile("password", re.I)).fill(stack.password)
+        p.get_by_role("button", name=re.compile("sign in|log ?in", re.I)).click()
+        p.wait_for_url(re.compile(r"^http://localhost:\d+/mlops/r/.*/gate\.html$"))
+        assert p.locator("h1").inner_text() == "Gate report: flights v1"
+    finally:
+        context.close()
 
 
 def test_data_docs_and_evidently_reports_render_inside_the_ui(stack, page, shots):

@@ -226,3 +226,72 @@ def test_load_model_reads_the_registry_it_is_given(small_spec, champion, tmp_pat
         S.clear_cache()
     assert model.version == champion["version"]
     assert model.uri == f"models:/flights/{champion['version']}"
+
+
+def test_served_history_is_kept_and_a_rescore_is_a_separate_labelled_output(small_spec, lake, champion):
+    """A day served by v1 is never replaced by another version (a scheduled run woken by an old validated event
+    under a newer champion keeps it); ``rescore=True`` writes rescored/<ds>/version=<v>/… and leaves it alone."""
+    from mlflow import MlflowClient
+
+    day = "2013-01-09"
+    client = MlflowClient(champion["uri"], champion["uri"])
+    first = client.get_model_version("flights", champion["version"])
+    served = S.score_partition(small_spec, lake, day, tracking_uri=champion["uri"])
+    again = S.score_partition(small_spec, lake, day, tracking_uri=champion["uri"])
+    assert served["written"]
+    assert again["written"]
+    assert again["sha256"] == served["sha256"]
+    before = lake.manifest("predictions", "flights", f"date={day}").as_dict()
+
+    newer = client.create_model_version("flights", first.source, run_id=first.run_id)  # same files, another version
+    client.set_registered_model_alias("flights", "champion", newer.version)
+    try:
+        kept = S.score_partition(small_spec, lake, day, run_id="scheduled__later", tracking_uri=champion["uri"])
+        rescored = S.score_partition(small_spec, lake, day, tracking_uri=champion["uri"], rescore=True)
+    finally:
+        client.set_registered_model_alias("flights", "champion", champion["version"])
+    assert kept["written"] is False
+    assert kept["model_version"] == champion["version"]
+    assert f"served by v{champion['version']}" in kept["reason"]
+    assert lake.manifest("predictions", "flights", f"date={day}").as_dict() == before
+    assert rescored["written"]
+    assert rescored["zone"] == "rescored"
+    assert rescored["uri"].endswith(f"rescored/flights/version={newer.version}/date={day}")
+    m = lake.manifest("rescored", f"flights/version={newer.version}", f"date={day}")
+    assert m.extra["model_version"] == str(newer.version)
+    other = lake.read_table("rescored", f"flights/version={newer.version}", f"date={day}", "predictions")
+    kept_rows = lake.read_table("predictions", "flights", f"date={day}", "predictions")
+    np.testing.assert_array_equal(other["probability"], kept_rows["probability"])  # same model files, same scores
+    assert set(other["model_version"]) == {str(newer.version)}
+    assert set(kept_rows["model_version"]) == {str(first.version)}
+    assert lake.manifest("predictions", "flights", f"date={day}").as_dict() == before
+
+
+def test_reconcile_scores_validated_days_without_predictions_since_the_first_champion(small_spec, lake, champion):
+    """A lost validated Asset event leaves Jan 7-8 unscored: reconcile finds and scores them (and any other gap
+    after the champion's window, Jan 6), never the days before it."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(champion["uri"], champion["uri"])
+    client.set_model_version_tag("flights", champion["version"], "window_end", "2013-01-06")
+    S.score_partition(small_spec, lake, "2013-01-10", tracking_uri=champion["uri"])
+    for day in ("2013-01-07", "2013-01-08"):
+        lake.delete_partition("predictions", "flights", f"date={day}")
+    gaps = [
+        f"2013-01-{d:02d}"
+        for d in range(7, 13)
+        if lake.manifest("predictions", "flights", f"date=2013-01-{d:02d}") is None
+    ]
+    assert S.first_scoring_day(small_spec, lake, champion["uri"]) == "2013-01-07"
+    assert S.unscored_days(small_spec, lake, champion["uri"]) == gaps
+    assert gaps[:2] == ["2013-01-07", "2013-01-08"]
+
+    first = S.reconcile(small_spec, lake, max_days=1, run_id="scheduled__r1", tracking_uri=champion["uri"])
+    assert [r["date"] for r in first] == ["2013-01-07"]
+    rest = S.reconcile(small_spec, lake, run_id="scheduled__r2", tracking_uri=champion["uri"])
+    assert [r["date"] for r in rest] == gaps[1:]
+    assert all(r["written"] for r in first + rest)
+    assert lake.manifest("predictions", "flights", "date=2013-01-08").run_id == "scheduled__r2"
+    assert S.unscored_days(small_spec, lake, champion["uri"]) == []
+    assert S.reconcile(small_spec, lake, tracking_uri=champion["uri"]) == []
+    assert [p for p in lake.partitions("predictions", "flights") if p < "date=2013-01-07"] == []

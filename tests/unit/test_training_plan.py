@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from include.mlops.storage import Lake
-from include.mlops.training import plan_training
+from include.mlops.training import plan_training, retrain_request_reason
 
 
 @pytest.fixture
@@ -54,3 +54,36 @@ def test_forced_with_a_reason(lake, spec):
 
 def test_empty_lake(tmp_path, spec):
     assert plan_training(spec, Lake(str(tmp_path)))["due"] is False
+
+
+JUL25 = {"day": "2013-07-25", "triggers": ["brier_rise"]}
+
+
+@pytest.mark.parametrize(
+    ("requests", "last_end", "reason"),
+    [
+        ([JUL25], date(2013, 7, 25), None),  # the demo trained on it (window ends on the request's day)
+        ([JUL25], date(2013, 8, 1), None),  # a later training covered it
+        ([JUL25], date(2013, 7, 24), "retrain requested by the monitor on 2013-07-25: brier_rise"),
+        ([JUL25], None, "retrain requested by the monitor on 2013-07-25: brier_rise"),  # no model yet
+        (
+            [{"day": "2013-08-09", "triggers": ["roc_auc_drop"]}, JUL25],
+            date(2013, 8, 1),
+            "retrain requested by the monitor on 2013-08-09: roc_auc_drop",
+        ),
+        ([None], date(2013, 8, 1), "retrain requested by the monitor: no trigger named"),  # nothing says answered
+        ([], date(2013, 8, 1), None),
+    ],
+    ids=["served-by-its-training", "covered-later", "fresh", "never-trained", "fresh-among-stale", "no-day", "none"],
+)
+def test_stale_retrain_requests_do_not_train(requests, last_end, reason):
+    assert retrain_request_reason(requests, last_end) == reason
+
+
+def test_a_stale_request_falls_back_to_the_cadence(lake, spec):
+    """The scheduler replays the monitor's Jul 25 request after the demo trained on it: not due."""
+    last_end = date(2013, 1, 29)
+    force = retrain_request_reason([{"day": "2013-01-29", "triggers": ["brier_rise"]}], last_end) or False
+    p = plan_training(spec, lake, window_days=20, force=force, last_end=last_end)
+    assert p["due"] is False, p["reason"]
+    assert "cadence" in p["reason"]
