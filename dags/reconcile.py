@@ -33,7 +33,7 @@ def build(spec: DatasetSpec):
         start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,
-        default_args=default_args(spec.owner),
+        default_args=default_args(spec.owner) | {"execution_timeout": spec.timeouts.execution_timeout("reconcile")},
         tags=["mlops", spec.name, "score"],
         params={
             "max_days": Param(
