@@ -425,19 +425,12 @@ class RuleSpec(_Model):
     """
 
     table: str
-    name: str
+    name: SnakeName
     expr: str
     when: str | None = None
     skip_nulls: bool = True
     severity: Severity = Severity.warning
     description: str | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError("rule names are lower_snake_case")
-        return v
 
     @field_validator("expr", "when")
     @classmethod

@@ -204,7 +204,9 @@ class Lake:
 
     def manifest(self, zone: str, dataset: str, partition: str) -> PartitionManifest | None:
         """The partition's manifest, or None when the partition does not exist (yet)."""
-        path = f"{self.partition_path(zone, dataset, partition)}/{MANIFEST}"
+        return self._read_manifest(f"{self.partition_path(zone, dataset, partition)}/{MANIFEST}")
+
+    def _read_manifest(self, path: str) -> PartitionManifest | None:
         try:
             with self.fs.open(path, "rb") as f:
                 return PartitionManifest.from_dict(json.load(f))
@@ -215,12 +217,7 @@ class Lake:
         """An earlier (or the current) version of a partition of an append-only zone, by its content hash."""
         if zone not in APPEND_ONLY or not re.fullmatch(r"[0-9a-f]{64}", sha256):
             raise LakeError(f"versions are kept in {APPEND_ONLY} only, by a 64-hex sha256; got {zone!r} {sha256!r}")
-        path = f"{self.partition_path(zone, dataset, partition)}/{HISTORY}/{sha256}.json"
-        try:
-            with self.fs.open(path, "rb") as f:
-                return PartitionManifest.from_dict(json.load(f))
-        except FileNotFoundError:
-            return None
+        return self._read_manifest(f"{self.partition_path(zone, dataset, partition)}/{HISTORY}/{sha256}.json")
 
     def read_version(self, manifest: PartitionManifest, table: str) -> pd.DataFrame:
         """One table of a partition version (a manifest from :meth:`manifest_version`)."""
