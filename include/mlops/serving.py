@@ -815,7 +815,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     token = os.environ.get(f"{_ENV}TOKEN") or None
     if token is None and not a.insecure_no_auth and a.host not in ("127.0.0.1", "::1", "localhost"):
-        p.error(f"no {_ENV}TOKEN: refusing to serve {a.host} without authentication (or pass --insecure-no-auth)")
+        p.error(f"{_ENV}TOKEN is not set, so refusing to serve {a.host} without authentication (or --insecure-no-auth)")
     settings = Settings(
         a.dataset,
         a.alias,
