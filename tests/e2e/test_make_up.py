@@ -23,6 +23,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 LISTEN = "0A"
 
 
+def _cmdline(pid: int) -> bytes:
+    """A process's command line; empty once it has exited (short-lived children come and go while we look)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -162,7 +170,7 @@ def test_make_up_listens_on_loopback_and_stops_every_child(tmp_path, stop):
         ports = _listening(pids)
         assert {api, ui} <= set(ports), ports
         assert all(_is_loopback(a) for a in ports.values()), ports  # no log server on every interface either
-        scheduler = next(p for p in pids if b"scheduler" in Path(f"/proc/{p}/cmdline").read_bytes())
+        scheduler = next(p for p in pids if b"scheduler" in _cmdline(p))
         environ = Path(f"/proc/{scheduler}/environ").read_bytes().split(b"\0")
         assert f"AIRFLOW__CORE__PARALLELISM={max(2, len(os.sched_getaffinity(0)))}".encode() in environ
         assert (home / "up.pid").read_text().split()[0] == str(up.pid)
