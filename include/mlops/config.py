@@ -625,7 +625,7 @@ class DatasetSpec(_Model):
             for n in self.gate.forbidden_features
             if n in names
         ]
-        problems += self._feature_problems()
+        problems += self.feature_problems()
         for i, e in enumerate(self.validation.expectations):
             where = f"validation.expectations[{i}] ({e.type})"
             if e.table not in self.source.tables:
@@ -650,7 +650,7 @@ class DatasetSpec(_Model):
             raise ValueError("; ".join(problems))
         return self
 
-    def _feature_problems(self) -> list[str]:
+    def feature_problems(self) -> list[str]:
         """Every way the joins and features cannot be computed, each naming its field (the engine in
         features.py computes exactly what passes here)."""
         primary, table = self.primary_columns, self.source.primary_table

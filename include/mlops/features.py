@@ -50,11 +50,6 @@ class FeatureError(ValueError):
     """Features that cannot be built: a spec the engine cannot compute, missing tables, columns or keys."""
 
 
-def spec_feature_problems(spec: DatasetSpec) -> list[str]:
-    """What the engine cannot compute in ``spec`` (also checked when the spec loads)."""
-    return spec._feature_problems()
-
-
 # -- label -------------------------------------------------------------------------------------------
 _RULE = {"exclude": np.nan, "positive": 1.0, "negative": 0.0}
 
@@ -128,7 +123,7 @@ def build_features(
     primary rows of the days before; only it and the earlier days of the primary rows feed window features.
     History rows on or after the first primary day are ignored (the primary rows are their own history).
     """
-    problems = spec_feature_problems(spec)
+    problems = spec.feature_problems()  # a spec changed in memory (model_copy) is checked again here
     if problems:
         raise FeatureError(f"spec {spec.name!r}: features cannot be computed: " + "; ".join(problems))
     primary_name = spec.source.primary_table
