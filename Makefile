@@ -33,8 +33,8 @@ seed: setup ## (re)seed source tables from each spec's source.seed (DATASET=<nam
 demo: init ## set up, seed, replay a dataset end to end through Airflow, print a summary (DATASET=flights)
 	@$(ENV) MLOPS_DEMO_DATASET=$(or $(DATASET),flights) python scripts/demo.py
 
-up: init ## Airflow (UI 127.0.0.1:8080) + MLflow UI (:5000) in the foreground; Ctrl-C or make down stops all
-	@$(ENV) bash scripts/up.sh
+up: init ## Airflow (UI 127.0.0.1:8080) + MLflow UI (:5000), replaying DATASET (flights) one day per 2 min; Ctrl-C stops
+	@$(ENV) MLOPS_UP_DATASETS=$${MLOPS_UP_DATASETS:-$(or $(DATASET),flights)} bash scripts/up.sh
 
 down: ## stop the stack make up runs (from another shell)
 	@$(ENV) bash scripts/down.sh

@@ -17,9 +17,9 @@ are under `reports/gx/<dataset>/date=…/docs/index.html` in the lake.
 
 from __future__ import annotations
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import Param, dag, task
 
-from include.mlops.airflow_adapter import asset, dag_dates, default_args
+from include.mlops.airflow_adapter import asset, dag_dates, daily_schedule, default_args
 from include.mlops.config import DatasetSpec, load_spec_file, spec_paths
 
 
@@ -30,8 +30,7 @@ def build(spec: DatasetSpec):
         dag_id=f"{spec.name}_ingest",
         description=f"Extract, validate (GX) and publish one day of {spec.name}",
         doc_md=__doc__,
-        # Real [day, day + 1) data intervals (the default @daily trigger timetable has none).
-        schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+        schedule=daily_schedule(spec),  # real [day, day + 1) intervals; the replay clock for a past year
         **dag_dates(spec.time),
         catchup=False,
         max_active_runs=8,

@@ -25,9 +25,9 @@ Without a champion or without validated days in the window, the run is skipped w
 
 from __future__ import annotations
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import Param, dag, task
 
-from include.mlops.airflow_adapter import asset, dag_dates, default_args
+from include.mlops.airflow_adapter import asset, dag_dates, daily_schedule, default_args
 from include.mlops.config import DatasetSpec, load_spec_file, spec_paths
 
 
@@ -39,7 +39,7 @@ def build(spec: DatasetSpec):
         dag_id=f"{spec.name}_monitor",
         description=f"Evidently drift + delayed-label performance of the {spec.name} champion; debounced retrain",
         doc_md=__doc__,
-        schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+        schedule=daily_schedule(spec, lag_days=1),  # on the replay clock: the day before the one ingested
         **dag_dates(spec.time),
         catchup=False,
         max_active_runs=1,  # decisions are debounced against each other: one at a time, in order

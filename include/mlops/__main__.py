@@ -20,6 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     h = sub.add_parser("audit", help="promotion / rejection / rollback history of a registered model")
     h.add_argument("dataset", help="dataset name (= registered model name), e.g. flights")
     h.add_argument("--at", help="also say which version was champion at this time (ISO, UTC)")
+    r = sub.add_parser(
+        "replay-from", help="JSON {dataset: first day not yet ingested} of the replayed specs (time.replay)"
+    )
+    r.add_argument("--dataset", help="only this spec")
     a = p.parse_args(argv)
 
     if a.cmd == "seed-source":
@@ -59,6 +63,16 @@ def main(argv: list[str] | None = None) -> int:
         if a.at:
             version = registry.champion_at(spec, a.at, entries=entries)
             print(f"champion at {a.at}: {'v' + version if version else 'none'}")
+        return 0
+    if a.cmd == "replay-from":
+        from include.mlops.config import load_spec, load_spec_file, spec_paths
+        from include.mlops.ingest import next_day
+        from include.mlops.storage import Lake
+
+        specs = [load_spec(a.dataset)] if a.dataset else [load_spec_file(p) for p in spec_paths()]
+        lake = Lake()
+        days = {s.name: next_day(s, lake) for s in specs if s.time.replay}
+        print(json.dumps({k: v.isoformat() for k, v in days.items() if v}))
         return 0
     return 2
 

@@ -41,6 +41,19 @@ def dag_dates(time_spec: Any) -> dict[str, Any]:
     }
 
 
+def daily_schedule(spec: Any, lag_days: int = 0) -> Any:
+    """The schedule of a DAG that runs once per data day: the replay clock for a historical dataset
+    (``time.replay``; include/mlops/replay.py), else real ``[day, day + 1)`` data intervals in real time
+    (the default ``@daily`` trigger timetable has none)."""
+    if spec.time.replay:
+        from include.mlops.replay import ReplayTimetable
+
+        return ReplayTimetable.for_spec(spec.name, lag_days=lag_days)
+    from airflow.sdk import CronDataIntervalTimetable
+
+    return CronDataIntervalTimetable("0 0 * * *", timezone="UTC")
+
+
 def default_args(owner: str) -> dict[str, Any]:
     """Retries with exponential backoff and failure alerts, shared by every DAG."""
     return {

@@ -163,6 +163,11 @@ class TimeSpec(_Model):
     start: date
     end: date = Field(description="last day of the source's time range (inclusive)")
     timezone: str = "UTC"
+    replay: bool = Field(
+        default=False,
+        description="a historical dataset: its ingest and monitor DAGs run on the replay clock (one data day per "
+        "real interval under make up; include/mlops/replay.py) instead of the real-time daily schedule",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TimeSpec:

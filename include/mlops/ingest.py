@@ -37,6 +37,22 @@ class RawResult:
         return dict(self.__dict__)
 
 
+def next_day(spec: DatasetSpec, lake: Lake) -> date | None:
+    """The first day after the latest one ingested (validated or quarantined), the spec's first day when none
+    was, None when the whole time range is ingested: where the replay clock starts and what a manual ingest
+    without a day covers."""
+    from datetime import timedelta
+
+    days = [
+        date.fromisoformat(p.split("=", 1)[1])
+        for zone in ("validated", "quarantine")
+        for p in lake.partitions(zone, spec.name)
+        if p.startswith("date=")
+    ]
+    nxt = max(days) + timedelta(days=1) if days else spec.time.start
+    return nxt if nxt <= spec.time.end else None
+
+
 def extract_to_raw(
     spec: DatasetSpec,
     lake: Lake,

@@ -76,6 +76,7 @@ class ScoringModel:
     features: list[str]
     threshold: float
     run_id: str | None = None
+    window_end: str | None = None  # the last day of its training window (version tag), when known
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Probability of the positive class per row of ``frame`` (a feature table; extra columns ignored)."""
@@ -143,6 +144,7 @@ def load_model(spec: DatasetSpec, model_uri: str | None = None, *, tracking_uri:
         features=features,
         threshold=float(tag) if tag else DEFAULT_THRESHOLD,
         run_id=mv.run_id if mv is not None else None,
+        window_end=str((mv.tags or {}).get("window_end") or "")[:10] or None if mv is not None else None,
     )
 
 
@@ -322,6 +324,15 @@ def score_partition(
             "rows": served.rows,
             "sha256": served.sha256,
             "model_version": served.extra.get("model_version"),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+    if not rescore and model.window_end and day.isoformat() <= model.window_end:
+        return where | {
+            "written": False,
+            "reason": f"not served: {day} is inside v{model.version}'s training window (ends {model.window_end}); "
+            "a model's predictions on its own training days are in-sample (an old Asset event replayed?)",
+            "rows": 0,
+            "model_version": model.version,
             "seconds": round(time.perf_counter() - t0, 3),
         }
     features = features_for_dates(lake, spec, day, day)

@@ -275,6 +275,11 @@ def test_reconcile_scores_validated_days_without_predictions_since_the_first_cha
     client = MlflowClient(champion["uri"], champion["uri"])
     client.set_model_version_tag("flights", champion["version"], "window_end", "2013-01-06")
     S.score_partition(small_spec, lake, "2013-01-10", tracking_uri=champion["uri"])
+    # a day of the champion's own training window is never served by it (in-sample), e.g. an old event replayed
+    inside = S.score_partition(small_spec, lake, "2013-01-06", tracking_uri=champion["uri"])
+    assert inside["written"] is False
+    assert "inside v" in inside["reason"]
+    assert "training window" in inside["reason"]
     for day in ("2013-01-07", "2013-01-08"):
         lake.delete_partition("predictions", "flights", f"date={day}")
     gaps = [
