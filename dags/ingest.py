@@ -49,7 +49,8 @@ def build(spec: DatasetSpec):
                 type=["null", "string"],
                 format="date",
                 title="Day (optional)",
-                description="The day (YYYY-MM-DD) the rows belong to; default: the run's data interval.",
+                description="The day (YYYY-MM-DD) the rows belong to; default: the run's data interval (for a "
+                "manual run of a replayed year, the next day not yet ingested).",
             ),
         },
     )
@@ -63,10 +64,11 @@ def build(spec: DatasetSpec):
             from include.mlops.airflow_adapter import run_interval, source_url
             from include.mlops.storage import Lake
 
-            start, end = run_interval(context, params.get("date"))
+            lake = Lake()
+            start, end = run_interval(context, params.get("date"), spec.time, lambda: ingest.next_day(spec, lake))
             try:
                 raw = ingest.extract_to_raw(
-                    spec, Lake(), source_url(spec.source.connection_id), start, end,
+                    spec, lake, source_url(spec.source.connection_id), start, end,
                     run_id=context["run_id"], source_uri=params.get("source_uri"),
                 )  # fmt: skip
             except sources.InputRefused as exc:

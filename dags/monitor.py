@@ -51,7 +51,8 @@ def build(spec: DatasetSpec):
                 type=["null", "string"],
                 format="date",
                 title="Day (optional)",
-                description="Last day (YYYY-MM-DD) of the monitored window; default: the run's data interval.",
+                description="Last day (YYYY-MM-DD) of the monitored window; default: the run's data interval "
+                "(for a manual run of a replayed year, the latest validated day).",
             ),
             "window_days": Param(
                 spec.monitoring.window_days,
@@ -69,14 +70,16 @@ def build(spec: DatasetSpec):
             """Drift and delayed-label performance of the champion; reports to the lake, MLflow, Evidently."""
             from airflow.sdk.exceptions import AirflowSkipException
 
-            from include.mlops import monitoring, scoring
+            from include.mlops import ingest, monitoring, scoring
             from include.mlops.airflow_adapter import run_interval
             from include.mlops.storage import Lake
 
-            day = run_interval(context, params.get("date"))[0]
+            lake = Lake()
+            latest = lambda: (ingest.ingested_days(spec, lake) or [None])[-1]  # noqa: E731
+            day = run_interval(context, params.get("date"), spec.time, latest)[0]
             tags = {"airflow.dag_id": context["dag"].dag_id, "airflow.run_id": context["run_id"]}
             try:
-                result = monitoring.run_monitor(spec, Lake(), day, window_days=params["window_days"], tags=tags)
+                result = monitoring.run_monitor(spec, lake, day, window_days=params["window_days"], tags=tags)
             except (scoring.NoChampionError, monitoring.MonitoringError) as exc:
                 raise AirflowSkipException(str(exc)) from None
             print(f"monitor {day}: {result.metrics}\nreport: {result.uris.get('html')}")

@@ -74,6 +74,7 @@ def build(spec: DatasetSpec):
                 names,
                 type="array",
                 items={"type": "string", "enum": names},
+                examples=names,  # the trigger form shows an array with examples as a multi-select
                 title="Candidates",
                 description=f"Which candidate models of the spec to train: {', '.join(names)}.",
             ),

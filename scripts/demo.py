@@ -13,7 +13,8 @@ Another dataset tells the same story on its own data: the first champion is trai
 
 Ingestion runs ahead in two worker processes (both cores), one day per `<dataset>_ingest` run; this process
 scores, monitors and trains as the days become validated, never looking past the day it replays.
-Airflow's own task logs go to $AIRFLOW_HOME/demo.log; this script prints one line per stage and day.
+Each task's log goes where the Airflow UI reads it ($AIRFLOW_HOME/logs/dag_id=.../attempt=1.log), everything else
+Airflow prints to $AIRFLOW_HOME/demo.log; this script prints one line per stage and day.
 Override the window with MLOPS_DEMO_START / MLOPS_DEMO_END / MLOPS_DEMO_SCORE_FROM (ISO dates, inclusive).
 """
 
@@ -68,6 +69,45 @@ def quiet():
             os.close(saved[1])
 
 
+def _log_path(ti) -> Path:
+    """Where the Airflow UI reads a task's log: ``[logging] base_log_folder`` / ``log_filename_template``."""
+    import jinja2
+    from airflow.configuration import conf
+
+    template = conf.get("logging", "log_filename_template")
+    rel = jinja2.Template(template).render(ti=ti, try_number=ti.try_number)  # nosec B701 - Airflow's own template
+    return Path(conf.get("logging", "base_log_folder")) / rel
+
+
+def give_tasks_their_logs() -> None:
+    """dag.test runs each task in this process, its log going to stdout (the demo log); send each task's output
+    to the file the UI reads instead, so that the demo's runs have task logs in the UI like scheduler runs."""
+    from airflow.sdk.execution_time import supervisor
+
+    run_in_process = supervisor.run_task_in_process
+
+    def run_with_log_file(ti, task, client=None):
+        path = _log_path(ti)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        with open(path, "a") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            try:
+                return run_in_process(ti=ti, task=task, client=client)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                os.close(saved[0])
+                os.close(saved[1])
+
+    supervisor.run_task_in_process = run_with_log_file
+
+
 def _state(dr) -> str:
     return str(getattr(dr, "state", "unknown")).rsplit(".", 1)[-1]
 
@@ -78,25 +118,26 @@ def run_dag(dagbag, dag_id: str, day: date, conf: dict | None = None) -> str:
     started = datetime.now(UTC)
     with quiet():
         dr = dag.test(logical_date=datetime(day.year, day.month, day.day, tzinfo=UTC), run_conf=conf)
-        _record_real_start(dr, started)
+        _record_real_start(dr, started, f"make demo: data day {day}")
     return _state(dr)
 
 
-def _record_real_start(dr, started: datetime) -> None:
+def _record_real_start(dr, started: datetime, note: str) -> None:
     """dag.test records a run's start as its logical date (2013), so the UI showed runs lasting 4,900 days;
-    store when it really started."""
+    store when it really started, and a note naming the data day (the run id is wall-clock time)."""
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
 
     if dr is None:
         return
     with create_session() as session:
-        session.query(DagRun).filter(DagRun.dag_id == dr.dag_id, DagRun.run_id == dr.run_id).update(
-            {"start_date": started}, synchronize_session=False
-        )
+        run = session.query(DagRun).filter(DagRun.dag_id == dr.dag_id, DagRun.run_id == dr.run_id).one()
+        run.start_date = started
+        run.note = note
 
 
 def load_dagbag():
+    give_tasks_their_logs()
     with quiet():
         from airflow.dag_processing.dagbag import DagBag
 

@@ -84,17 +84,22 @@ def source_url(conn_id: str) -> str:
     )
 
 
-def run_interval(context: Any, day: str | None = None) -> tuple[date, date]:
+def run_interval(context: Any, day: str | None = None, time_spec: Any = None, default: Any = None) -> tuple[date, date]:
     """The [start, end) dates a run covers: the ``date`` Param when given; for a manual run the day of its
-    logical date (a manual run on a data-interval timetable otherwise gets the interval *ending* there);
-    else the scheduled run's data interval."""
+    logical date (a manual run on a data-interval timetable otherwise gets the interval *ending* there) —
+    unless that day is outside the dataset's time range (``time_spec``; the trigger form's default, today, for a
+    replayed year), then the day ``default()`` names (e.g. the next day not yet ingested); else the scheduled
+    run's data interval."""
     if day:
         start = date.fromisoformat(str(day)[:10])
         return start, start + timedelta(days=1)
     dag_run = context.get("dag_run")
     logical = context.get("logical_date")
-    if logical is not None and getattr(dag_run, "run_type", None) == "manual":
-        start = logical.date()
+    if getattr(dag_run, "run_type", None) == "manual":
+        start = (logical or dag_run.run_after).date()
+        if time_spec is not None and default is not None and not time_spec.start <= start <= time_spec.end:
+            start = default() or start
+            log.info("manual run without a day in %s..%s: it covers %s", time_spec.start, time_spec.end, start)
         return start, start + timedelta(days=1)
     start_dt = context.get("data_interval_start") or logical or dag_run.run_after
     end_dt = context.get("data_interval_end") or start_dt

@@ -68,7 +68,7 @@ LINK_NAMES = (MLFLOW_RUN, MODEL_VERSION, DATA_DOCS, EVIDENTLY_REPORT, GATE_REPOR
 
 # DAG kinds built per spec (dags/<kind>.py gives <dataset>_<kind>) and, per task, whose return value holds the
 # link data: the task's own, or another task's of the same run (the HITL approval shows the evaluate result).
-DAG_KINDS = ("ingest", "train", "score", "monitor", "rollback")
+DAG_KINDS = ("ingest", "train", "score", "monitor", "rollback", "reconcile")
 LINK_SOURCE = {("train", "approve"): "evaluate"}
 
 

@@ -43,14 +43,14 @@ def next_day(spec: DatasetSpec, lake: Lake) -> date | None:
     without a day covers."""
     from datetime import timedelta
 
-    days = [
-        date.fromisoformat(p.split("=", 1)[1])
-        for zone in ("validated", "quarantine")
-        for p in lake.partitions(zone, spec.name)
-        if p.startswith("date=")
-    ]
+    days = ingested_days(spec, lake, "validated") + ingested_days(spec, lake, "quarantine")
     nxt = max(days) + timedelta(days=1) if days else spec.time.start
     return nxt if nxt <= spec.time.end else None
+
+
+def ingested_days(spec: DatasetSpec, lake: Lake, zone: str = "validated") -> list[date]:
+    """The days with a partition in ``zone`` (``validated`` or ``quarantine``), oldest first."""
+    return [date.fromisoformat(p[5:]) for p in lake.partitions(zone, spec.name) if p.startswith("date=")]
 
 
 def extract_to_raw(

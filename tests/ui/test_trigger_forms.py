@@ -41,3 +41,16 @@ def test_the_approval_step_shows_the_gate_report(airflow_db, tmp_path):
     # the body is the gate report (evaluate's Markdown); the subject names the challenger version
     assert "xcom_pull(task_ids='evaluate')['markdown']" in approve.body
     assert "challenger_version" in approve.subject
+
+
+def test_candidates_are_a_multi_select_of_the_specs_candidates(bag):
+    """An array Param with ``examples`` is a multi-select in the trigger form (Airflow's params UI): only the spec's
+    candidate names can be picked, not free text."""
+    from include.mlops.config import load_spec
+
+    for name in ("flights", "pizzas"):
+        schema = bag.dags[f"{name}_train"].params.get_param("candidates").schema
+        names = [c.name for c in load_spec(name).training.candidates]
+        assert schema["type"] == "array"
+        assert schema["examples"] == names
+        assert schema["items"]["enum"] == names
