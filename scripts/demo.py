@@ -49,13 +49,18 @@ def _clock() -> str:
     return f"{s // 60:2d}:{s % 60:02d}"
 
 
-@contextlib.contextmanager
 def quiet():
     """Send everything Airflow, GX and MLflow print (fd 1 and 2) to the demo log."""
+    return output_to(LOG)
+
+
+@contextlib.contextmanager
+def output_to(path: Path):
+    """Send fd 1 and 2 (print, logging, child processes) to ``path`` (appended) while the block runs."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with open(LOG, "a") as log:
+    with open(path, "a") as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
@@ -89,21 +94,8 @@ def give_tasks_their_logs() -> None:
     def run_with_log_file(ti, task, client=None):
         path = _log_path(ti)
         path.parent.mkdir(parents=True, exist_ok=True)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        saved = os.dup(1), os.dup(2)
-        with open(path, "a") as log:
-            os.dup2(log.fileno(), 1)
-            os.dup2(log.fileno(), 2)
-            try:
-                return run_in_process(ti=ti, task=task, client=client)
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os.dup2(saved[0], 1)
-                os.dup2(saved[1], 2)
-                os.close(saved[0])
-                os.close(saved[1])
+        with output_to(path):
+            return run_in_process(ti=ti, task=task, client=client)
 
     supervisor.run_task_in_process = run_with_log_file
 
