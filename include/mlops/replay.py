@@ -6,7 +6,7 @@ real-time daily schedule never runs it. Its ingest and monitor DAGs use :class:`
 * **clock on** (``MLOPS_REPLAY_EVERY`` seconds > 0, set by ``make up``): the scheduler creates the run of the next
   data day every ``every`` seconds of real time. The first day is the day after the last scheduled run, or the
   ``MLOPS_REPLAY_FROM`` day for this dataset (``make up`` sets it to the first day the lake has not ingested, so
-  the replay continues where ``make demo`` stopped). Each run's logical date and data interval are its data day
+  the replay continues where ``make demo`` stopped), whichever is later; with neither, the clock waits. Each run's logical date and data interval are its data day
   ``[day, day + 1)`` and its run id carries it (``scheduled__2013-08-02T00:00:00+00:00``). When the scheduler was
   stopped for a while, the days it missed run back to back until the clock has caught up.
 * **clock off** (the default; also every backfill, which always asks with ``catchup``): plain daily data
@@ -117,6 +117,8 @@ class ReplayTimetable(Timetable):
         elif restriction.earliest is not None:
             candidates.append(_midnight(restriction.earliest))
         clock = self.every_seconds and not restriction.catchup  # a backfill always asks with catchup
+        if clock and last_interval is None and not self.first_day:
+            return None  # where the replay starts is for make up to say (MLOPS_REPLAY_FROM), never a guess
         if clock and self.first_day:
             candidates.append(_midnight(date.fromisoformat(self.first_day)))
         if not clock and not restriction.catchup:  # like a daily data-interval timetable: the last complete day

@@ -2,7 +2,7 @@
 
 A short pizzas demo (January 1 to February 28, 2015: the first champion trained on the first 56 days, three days
 served) in its own Airflow home, lake and MLflow DB; then scripts/up.sh with the replay clock at one data day per
-15 s. Shown: ingest runs on its own from the day after the demo's last, one day after the other, with the data
+30 s. Shown: ingest runs on its own from the day after the demo's last, one day after the other, with the data
 day in its run id; scoring follows the validated Asset; the monitor runs on its own one day behind; the demo's
 served predictions keep their bytes (sha256); the champion's own training days are never scored although the
 scheduler is handed every validated event the demo made; no version is trained without a fresh request.
@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 DEMO_END = "2015-02-28"
 SERVED = ["2015-02-26", "2015-02-27", "2015-02-28"]
 NEXT = ["2015-03-01", "2015-03-02", "2015-03-03"]
-EVERY = 15
+EVERY = 30
 
 
 def _runs(db: Path, dag_id: str, run_type: str = "scheduled") -> list[tuple[str, str, str]]:

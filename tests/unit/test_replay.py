@@ -49,6 +49,12 @@ def test_clock_continues_after_the_last_scheduled_run_even_past_the_first_day():
     assert ahead.next_dagrun_info_v2(last_dagrun_info=last, restriction=SCHEDULER).logical_date == day(9, 1)
 
 
+def test_clock_without_a_first_day_or_an_earlier_run_waits():
+    """A DAG parsed with the clock on but no MLOPS_REPLAY_FROM (e.g. by make demo in a shell that exported the
+    clock) must not start the replay at the dataset's first day: make up says where it starts."""
+    assert ReplayTimetable(every_seconds=60).next_dagrun_info_v2(last_dagrun_info=None, restriction=SCHEDULER) is None
+
+
 def test_clock_stops_after_the_last_day_of_the_dataset():
     tt = ReplayTimetable(every_seconds=60)
     last = DagRunInfo(run_after=pendulum.now(UTC), data_interval=DataInterval(day(12, 31), day(12, 31) + timedelta(1)))
