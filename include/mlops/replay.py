@@ -6,9 +6,10 @@ real-time daily schedule never runs it. Its ingest and monitor DAGs use :class:`
 * **clock on** (``MLOPS_REPLAY_EVERY`` seconds > 0, set by ``make up``): the scheduler creates the run of the next
   data day every ``every`` seconds of real time. The first day is the day after the last scheduled run, or the
   ``MLOPS_REPLAY_FROM`` day for this dataset (``make up`` sets it to the first day the lake has not ingested, so
-  the replay continues where ``make demo`` stopped), whichever is later; with neither, the clock waits. Each run's logical date and data interval are its data day
-  ``[day, day + 1)`` and its run id carries it (``scheduled__2013-08-02T00:00:00+00:00``). When the scheduler was
-  stopped for a while, the days it missed run back to back until the clock has caught up.
+  the replay continues where ``make demo`` stopped), whichever is later; with neither, the clock waits. Each
+  run's logical date and data interval are its data day ``[day, day + 1)`` and its run id carries it
+  (``scheduled__2013-08-02T00:00:00+00:00``). When the scheduler was stopped for a while, the days it missed run
+  back to back until the clock has caught up.
 * **clock off** (the default; also every backfill, which always asks with ``catchup``): plain daily data
   intervals, exactly as the real-time schedule — a run once its day is over, none for a past year with catchup off.
 

@@ -158,6 +158,7 @@ def test_make_up_listens_on_loopback_and_stops_every_child(tmp_path, stop):
         "AIRFLOW_PORT": str(api),
         "MLFLOW_PORT": str(ui),
         "MLOPS_VENV": str(Path(sys.executable).parents[1]),
+        "MLOPS_REPLAY_EVERY": "0",  # the replay clock has its own test (test_replay_clock.py)
     }
     sh = f"cd {REPO} && . scripts/env.sh && "
     subprocess.run(["bash", "-c", sh + "airflow db migrate"], env=env, check=True, capture_output=True, timeout=120)
