@@ -80,6 +80,30 @@ def test_run_interval(ctx, day, expected):
     assert run_interval(ctx, day) == expected
 
 
+def test_a_manual_run_outside_the_time_range_covers_the_default_day():
+    """The trigger form's default logical date is today: for a replayed year that day has no data, so a manual run
+    without a ``date`` covers the day ``default`` names (the next day not yet ingested); inside the range, or
+    with a ``date`` Param, the day given wins; a scheduled run keeps its data interval."""
+    time_spec = SimpleNamespace(start=date(2013, 1, 1), end=date(2013, 12, 31))
+    today = datetime(2026, 12, 4, 15, tzinfo=UTC)
+    default = lambda: date(2013, 8, 2)  # noqa: E731
+    assert run_interval(_ctx("manual", today, None, None), None, time_spec, default) == (
+        date(2013, 8, 2),
+        date(2013, 8, 3),
+    )
+    no_logical_date = _ctx("manual", None, None, None) | {
+        "dag_run": SimpleNamespace(run_type="manual", run_after=today)
+    }
+    assert run_interval(no_logical_date, None, time_spec, default)[0] == date(2013, 8, 2)
+    inside = datetime(2013, 3, 5, tzinfo=UTC)
+    assert run_interval(_ctx("manual", inside, None, None), None, time_spec, default)[0] == date(2013, 3, 5)
+    assert run_interval(_ctx("manual", today, None, None), "2013-02-01", time_spec, default)[0] == date(2013, 2, 1)
+    nothing_left = lambda: None  # noqa: E731  (every day ingested: the logical day stays, and names itself)
+    assert run_interval(_ctx("manual", today, None, None), None, time_spec, nothing_left)[0] == date(2026, 12, 4)
+    sched = _ctx("scheduled", inside, inside, datetime(2013, 3, 6, tzinfo=UTC))
+    assert run_interval(sched, None, time_spec, default) == (date(2013, 3, 5), date(2013, 3, 6))
+
+
 def test_run_interval_rejects_a_bad_date_param():
     with pytest.raises(ValueError, match="Invalid isoformat"):
         run_interval(_ctx("manual", None, None, None), "13/01/2013")
