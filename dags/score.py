@@ -79,6 +79,10 @@ def build(spec: DatasetSpec):
                 [e.extra for e in events], params.get("date"), run_interval(context)[0] if manual else None
             )
             rescore = bool(params.get("rescore"))
+            if not manual:
+                days, early = scoring.before_first_scoring_day(spec, Lake(), days)
+                if early:
+                    print(f"not scored: {len(early)} day(s) {early[0]}..{early[-1]}, before the first champion served")
             try:
                 results = [
                     scoring.score_partition(spec, Lake(), d, run_id=context["run_id"], rescore=rescore) for d in days

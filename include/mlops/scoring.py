@@ -76,7 +76,6 @@ class ScoringModel:
     features: list[str]
     threshold: float
     run_id: str | None = None
-    window_end: str | None = None  # the last day of its training window (version tag), when known
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Probability of the positive class per row of ``frame`` (a feature table; extra columns ignored)."""
@@ -144,7 +143,6 @@ def load_model(spec: DatasetSpec, model_uri: str | None = None, *, tracking_uri:
         features=features,
         threshold=float(tag) if tag else DEFAULT_THRESHOLD,
         run_id=mv.run_id if mv is not None else None,
-        window_end=str((mv.tags or {}).get("window_end") or "")[:10] or None if mv is not None else None,
     )
 
 
@@ -326,15 +324,6 @@ def score_partition(
             "model_version": served.extra.get("model_version"),
             "seconds": round(time.perf_counter() - t0, 3),
         }
-    if not rescore and model.window_end and day.isoformat() <= model.window_end:
-        return where | {
-            "written": False,
-            "reason": f"not served: {day} is inside v{model.version}'s training window (ends {model.window_end}); "
-            "a model's predictions on its own training days are in-sample (an old Asset event replayed?)",
-            "rows": 0,
-            "model_version": model.version,
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
     features = features_for_dates(lake, spec, day, day)
     out = score_frame(spec, model, features)
     extra = {
@@ -443,6 +432,21 @@ def describe(result: Mapping[str, Any]) -> str:
         return f"{result['partition']}: {result['reason']}"
     r = result
     return f"{r['partition']}: {r['rows']} rows, {r['positives']} positive (v{r['model_version']}) -> {r['uri']}"
+
+
+def before_first_scoring_day(
+    spec: DatasetSpec, lake: Lake, days: Iterable[str], tracking_uri: str | None = None
+) -> tuple[list[str], list[str]]:
+    """Split the days named by validated-Asset events into (to score, never to be scored): a day before
+    :func:`first_scoring_day` lies in the first champion's training window, before anything was served, so no
+    model scores it from an event (in-sample predictions the monitor would read). The scheduler hands an
+    Asset-scheduled DAG every event made while it was paused or before it ever ran: e.g. all of ``make demo``'s
+    validated days when ``make up`` starts. An explicit ``date`` (a manual run) is not filtered."""
+    days = list(days)
+    first = first_scoring_day(spec, lake, tracking_uri) if days else None
+    if first is None:
+        return days, []
+    return [d for d in days if d >= first], [d for d in days if d < first]
 
 
 def partitions_to_score(

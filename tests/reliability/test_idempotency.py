@@ -22,7 +22,6 @@ pytestmark = pytest.mark.reliability
 VALIDATED = day_range("2013-04-01", "2013-04-21")
 INGEST_DAY = "2013-04-22"
 WINDOW_END, WINDOW_DAYS = "2013-04-21", 15
-SCORED_DAY = INGEST_DAY  # after the window: a model never scores its own training days
 RUNS = 3
 RUN_IDENTITY = ("decided_at", "mlflow_run_id", "airflow.run_id")  # what may differ between re-runs of a decision
 
@@ -162,24 +161,24 @@ def test_feature_build_rerun_reuses_the_same_version(trained, lake, spec):
 def score_runs(trained, lake, bag) -> list[dict]:
     out = []
     for _ in range(RUNS):
-        dr = bag.get_dag("flights_score").test(logical_date=_logical(SCORED_DAY), run_conf={"date": SCORED_DAY})
+        dr = bag.get_dag("flights_score").test(logical_date=_logical(WINDOW_END), run_conf={"date": WINDOW_END})
         assert state(dr) == "success"
         out.append(_without_run_id(zone_snapshot(lake, "predictions")))
     return out
 
 
 def test_score_rerun_three_times_is_identical(score_runs, trained):
-    assert f"date={SCORED_DAY}" in score_runs[0]
+    assert f"date={WINDOW_END}" in score_runs[0]
     assert all(s == score_runs[0] for s in score_runs[1:])
     # this module's runs only: other modules of the session score other days in the same Airflow DB
     events = [
         e
         for e in _asset_extras("mlops://predictions/flights", "flights_score")
-        if f"date={SCORED_DAY}" in (e["extra"] or {}).get("partitions", [])
+        if f"date={WINDOW_END}" in (e["extra"] or {}).get("partitions", [])
     ]
     assert len(events) == len({e["run"] for e in events}) == RUNS
     assert {str(e["extra"]) for e in events} == {
-        str({"partitions": [f"date={SCORED_DAY}"], "model_version": trained["version"]})
+        str({"partitions": [f"date={WINDOW_END}"], "model_version": trained["version"]})
     }
 
 
