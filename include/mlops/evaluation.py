@@ -553,14 +553,16 @@ def collect_evidence(
 
 
 # -- report files and MLflow ---------------------------------------------------------------------------
-def report_dir(report: GateReport) -> str:
-    """Where a gate report lives in the lake: ``reports/gate/<dataset>/v<version>``."""
-    return f"reports/gate/{report.dataset}/v{report.challenger_version}"
+def report_dir(report: GateReport, key: str | None = None) -> str:
+    """Where a gate report lives in the lake: ``reports/gate/<dataset>/v<version>-<key>``, ``key`` being the
+    first 8 hex digits of the version's training run id (a uuid: v1 of two MLflow stores never share a folder);
+    ``v<version>`` without a key."""
+    return f"reports/gate/{report.dataset}/v{report.challenger_version}" + (f"-{key}" if key else "")
 
 
-def save_report(report: GateReport, lake: Lake) -> dict[str, str]:
+def save_report(report: GateReport, lake: Lake, key: str | None = None) -> dict[str, str]:
     """Write gate.json, gate.md and gate.html to the lake; return their URIs (also kept in ``report.uris``)."""
-    base = report_dir(report)
+    base = report_dir(report, key)
     # The URIs are known before writing, so gate.json records where its siblings are.
     report.uris = {ext: lake.uri(lake.path(*base.split("/"), f"gate.{ext}")) for ext in ("json", "md", "html")}
     lake.write_json(f"{base}/gate.json", report.as_dict())
@@ -575,10 +577,12 @@ def log_report(
     run_id: str | None = None,
     *,
     report_uri: str | None = None,
+    spec: DatasetSpec | None = None,
 ) -> dict[str, str]:
     """Log the report (json, md, html under ``gate/``) on the challenger's training run and tag its version
-    with ``gate.decision`` (passed/rejected), ``gate.reasons`` (failed check names) and ``gate.report_uri``.
-    Returns the version tags that were set."""
+    with ``gate.decision`` (passed/rejected), ``gate.reasons`` (failed check names), ``gate.report_uri`` (a
+    ``runs:/`` URI) and ``gate.report_path`` (the lake copy, relative to the lake root). With ``spec``, the
+    version's model card is re-rendered with the gate record. Returns the version tags that were set."""
     from mlflow import MlflowClient
 
     if report.challenger_version is None:
@@ -593,12 +597,24 @@ def log_report(
     tags = {
         "gate.decision": report.decision,
         "gate.reasons": ",".join(report.failed),
-        "gate.report_uri": report_uri or report.uris.get("html") or f"runs:/{run_id}/gate/gate.html",
+        # portable: resolvable wherever this MLflow is reachable; the lake copy is named by its relative path
+        "gate.report_uri": report_uri or f"runs:/{run_id}/gate/gate.html",
         "gate.decided_at": report.decided_at,
         "gate.champion_version": report.champion_version or "none",
     }
+    if report.uris.get("html") and "/reports/gate/" in report.uris["html"]:
+        tags["gate.report_path"] = "reports/gate/" + report.uris["html"].split("/reports/gate/", 1)[1]
     for k, v in tags.items():
         client.set_model_version_tag(report.dataset, version, k, v)
+    name = client.get_run(run_id).data.tags.get("mlflow.runName", "")
+    client.set_tag(run_id, "mlflow.runName", f"{name.split(' (')[0]} (gate {report.decision})")
+    if spec is not None:
+        from include.mlops import lineage
+
+        try:
+            lineage.log_model_card(spec, version, uri)
+        except lineage.LineageError as exc:  # a version not trained by training.py has no lineage to show
+            print(f"no model card for {spec.name} v{version}: {exc}")
     return tags
 
 
@@ -636,6 +652,6 @@ def evaluate_challenger(
         collect_evidence(spec, f"models:/{spec.name}/{champion}", window.frame, tracking_uri=uri) if champion else None
     )
     report = evaluate_gate(spec, ev_challenger, ev_champion, window=window.describe())
-    save_report(report, lake)
-    log_report(report, uri)
+    save_report(report, lake, key=client.get_model_version(spec.name, version).run_id[:8])
+    log_report(report, uri, spec=spec)
     return report

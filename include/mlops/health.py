@@ -199,8 +199,7 @@ def task_links(dataset: str, kind: str, task_id: str, value: Any, urls: PublicUr
     elif key in (("train", "promote"), ("train", "reject")):
         version(d.get("version"))
         run(d.get("run_id"))  # the audit entry's run
-        if d.get("version"):
-            report(lake.uri(lake.path("reports", "gate", dataset, f"v{d['version']}", "gate.html")), GATE_REPORT)
+        report(d.get("gate_report_uri"), GATE_REPORT)
     elif key == ("rollback", "rollback"):
         version(d.get("to_version"))
         run(d.get("run_id"))
@@ -325,14 +324,15 @@ def gate_reports(spec: DatasetSpec, lake: Lake) -> list[dict[str, Any]]:
     out = []
     for p in lake.fs.ls(base, detail=False):
         name = p.rstrip("/").rsplit("/", 1)[-1]
-        if not re.match(r"^v\d+$", name):
+        m = re.match(r"^v(\d+)(?:-[0-9a-f]{8})?$", name)  # v<n>-<run id prefix> (evaluation.report_dir)
+        if not m:
             continue
         rel = f"reports/gate/{spec.name}/{name}"
         report = _read_json(lake, f"{rel}/gate.json")
         if report is None:
             continue
-        out.append({"version": name[1:], "html": f"{rel}/gate.html", "json": f"{rel}/gate.json", "report": report})
-    return sorted(out, key=lambda r: int(r["version"]), reverse=True)
+        out.append({"version": m[1], "html": f"{rel}/gate.html", "json": f"{rel}/gate.json", "report": report})
+    return sorted(out, key=lambda r: (int(r["version"]), r["report"].get("decided_at") or ""), reverse=True)
 
 
 def monitoring_series(spec: DatasetSpec, lake: Lake) -> list[dict[str, Any]]:

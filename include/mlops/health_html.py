@@ -216,7 +216,7 @@ def _model_card(title: str, m: Mapping[str, Any] | None, dataset: str, urls: Pub
     if not m:
         return f'<div class="card"><h3>{_E(title)}</h3><p class="muted">none</p></div>'
     tags, metrics = m.get("tags") or {}, m.get("metrics") or {}
-    gate_rel = f"reports/gate/{dataset}/v{m['version']}/gate.html"
+    gate_rel = tags.get("gate.report_path") or f"reports/gate/{dataset}/v{m['version']}/gate.html"
     rows = "".join(
         f"<tr><th>{_E(k)}</th><td>{_E(_fmt(metrics.get(k)))}</td></tr>"
         for k in ("test_roc_auc", "test_brier", "test_pr_auc")

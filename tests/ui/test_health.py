@@ -181,7 +181,7 @@ def test_links_of_each_task(lake):
             },
         ),
         ("train", "promote"): (
-            {"version": "3", "to_version": "3", "run_id": "r1"},
+            {"version": "3", "to_version": "3", "run_id": "r1", "gate_report_uri": gate},  # promote adds the gate's
             {
                 "Model version": URLS.model_version("flights", 3),
                 "MLflow run": "http://mlflow:5000/#/runs/r1",
