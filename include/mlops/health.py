@@ -142,6 +142,10 @@ class PublicUrls:
     def health_json(self, dataset: str) -> str:
         return f"{self.airflow}{APP_PREFIX}/api/health/{quote(dataset, safe='')}"
 
+    def model_card(self, dataset: str, version: str | int) -> str:
+        """The model card page of a registered version (rendered from MLflow by the plugin)."""
+        return f"{self.airflow}{APP_PREFIX}/card/{quote(dataset, safe='')}/{quote(str(version), safe='')}"
+
 
 def lake_rel(lake: Lake, uri: str | None) -> str | None:
     """The lake-relative path of a URI this lake produced (``file:///…/lake/reports/…`` → ``reports/…``);

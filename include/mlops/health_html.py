@@ -29,7 +29,7 @@ nav a { margin-right: .8rem; } nav a.current { font-weight: 600; text-decoration
 .badge { display: inline-block; padding: .05rem .5rem; border-radius: 1rem; font-size: .8rem; color: #fff; }
 .pass, .passed { background: #1a7f37; } .fail, .rejected { background: #cf222e; } .skip { background: #8b949e; }
 .info { background: #0969da; } .warn, .rollback { background: #d4700a; } .promote { background: #1a7f37; }
-.reject { background: #cf222e; } .none { background: #8b949e; }
+.reject, .external { background: #cf222e; } .none { background: #8b949e; }
 table { border-collapse: collapse; margin: .4rem 0; font-size: .9rem; }
 th, td { border: 1px solid #d0d7de; padding: .25rem .6rem; text-align: left; vertical-align: top; }
 th { background: #f6f8fa; }
@@ -212,9 +212,17 @@ def charts(health: Mapping[str, Any]) -> str:
     )
 
 
-def _model_card(title: str, m: Mapping[str, Any] | None, dataset: str, urls: PublicUrls) -> str:
+def _model_card(
+    title: str, m: Mapping[str, Any] | None, dataset: str, urls: PublicUrls, same_as: str | None = None
+) -> str:
     if not m:
         return f'<div class="card"><h3>{_E(title)}</h3><p class="muted">none</p></div>'
+    if same_as and m.get("version") == same_as:  # the promoted challenger: one version, one card
+        return (
+            f'<div class="card" data-role="{_E(title.lower())}"><h3>{_E(title)}: '
+            f'<span class="version">v{_E(str(m["version"]))}</span></h3>'
+            f'<p class="muted">the champion itself: no open challenger</p></div>'
+        )
     tags, metrics = m.get("tags") or {}, m.get("metrics") or {}
     gate_rel = tags.get("gate.report_path") or f"reports/gate/{dataset}/v{m['version']}/gate.html"
     rows = "".join(
@@ -225,6 +233,7 @@ def _model_card(title: str, m: Mapping[str, Any] | None, dataset: str, urls: Pub
     links = " · ".join(
         x
         for x in (
+            _a(urls.model_card(dataset, m["version"]), "model card"),
             _a(urls.model_version(dataset, m["version"]), "MLflow model version", external=True),
             _a(urls.mlflow_run(m["run_id"]) if m.get("run_id") else None, "training run", external=True),
             _a(urls.report(gate_rel) if tags.get("gate.decision") else None, "gate report"),
@@ -270,7 +279,8 @@ def _history(health: Mapping[str, Any], urls: PublicUrls) -> str:
 
     rows = "".join(
         f"<tr><td>{e['seq']}</td><td>{_E(e['when'][:19].replace('T', ' '))}</td><td>{_badge(e['action'])}</td>"
-        f"<td>v{_E(e['version'])}</td><td>{_E(v(e['from_version']))} → {_E(v(e['to_version']))}</td>"
+        f"<td>{_a(urls.model_card(health['dataset'], e['version']), 'v' + e['version'])}</td>"
+        f"<td>{_E(_move(e))}</td>"
         f"<td>{_E(e.get('approver') or '–')}</td><td class='small'>{_E(e.get('dag_run') or '–')}</td>"
         f"<td class='small'>{_E(e.get('reason') or '')}</td>"
         f"<td>{_a(urls.mlflow_run(e['run_id']) if e.get('run_id') else None, 'audit run', external=True)}</td></tr>"
@@ -280,6 +290,12 @@ def _history(health: Mapping[str, Any], urls: PublicUrls) -> str:
         '<table id="history"><tr><th>#</th><th>when (UTC)</th><th>action</th><th>version</th><th>champion</th>'
         f"<th>approver</th><th>DAG run</th><th>reason</th><th></th></tr>{rows}</table>"
     )
+
+
+def _move(e: Mapping[str, Any]) -> str:
+    """What an audit entry did to the champion ("v1 → v2"; a rejection leaves it: "stays v1")."""
+    frm, to = (f"v{x}" if x else "none" for x in (e.get("from_version"), e.get("to_version")))
+    return f"stays {frm}" if e.get("action") == "reject" or frm == to else f"{frm} → {to}"
 
 
 def _monitoring_table(health: Mapping[str, Any], urls: PublicUrls) -> str:
@@ -326,6 +342,7 @@ def _monitoring_table(health: Mapping[str, Any], urls: PublicUrls) -> str:
 def _reports(health: Mapping[str, Any], urls: PublicUrls) -> str:
     gates = "".join(
         f"<li>{_a(urls.report(g['html']), 'v' + g['version'])} {_badge(g.get('decision'))} "
+        f"{_a(urls.model_card(health['dataset'], g['version']), 'card')} "
         f"<span class='small muted'>{_E(', '.join(g.get('failed') or []))}</span></li>"
         for g in health["gate_reports"]
     )
@@ -375,7 +392,7 @@ def render_page(health: Mapping[str, Any], datasets: Sequence[str], urls: Public
 {err_html}
 <h2>Champion and challenger</h2>
 <div class="cards">{_model_card("Champion", health.get("champion"), ds, urls)}
-{_model_card("Challenger", health.get("challenger"), ds, urls)}</div>
+{_model_card("Challenger", health.get("challenger"), ds, urls, (health.get("champion") or {}).get("version"))}</div>
 <h2>Last gate decision</h2>
 {_gate(health, urls)}
 <h2>Promotion history</h2>

@@ -89,10 +89,12 @@ def trigger_summary(t: Mapping[str, Any] | None) -> str:
         return "unknown"
     kind = t.get("kind", "unknown")
     who = f" by {t['user']}" if t.get("user") else ""
+    run = f" ({t.get('dag_id') or 'run'} {t['run_id']})" if t.get("run_id") else ""
     if kind == "monitor":
         on = f" of {t['decision_day']}" if t.get("decision_day") else ""
-        return f"monitor retrain request{on}: {', '.join(t.get('triggers') or []) or t.get('reason') or '?'}"
-    return f"{kind}{who}" + (f": {t['reason']}" if t.get("reason") and t.get("reason") != "manual run" else "")
+        return f"monitor retrain request{on}: {', '.join(t.get('triggers') or []) or t.get('reason') or '?'}{run}"
+    why = f": {t['reason']}" if t.get("reason") and t.get("reason") != "manual run" else ""
+    return f"{kind}{who}{why}{run}"
 
 
 def search_spaces(spec: DatasetSpec, names: Sequence[str]) -> dict[str, Any]:
@@ -476,9 +478,9 @@ _HEADERS = {
 _COLLAPSED = {"Partitions", "Slices (gate window)"}  # long lists start folded
 
 
-def render_card(spec: DatasetSpec, ex: Mapping[str, Any]) -> tuple[str, str]:
+def render_card(spec: DatasetSpec, ex: Mapping[str, Any], back: str | None = None) -> tuple[str, str]:
     """The model card of an :func:`explain` result as (Markdown, HTML). The HTML is one self-contained page: no
-    script, no external resource; every value is escaped."""
+    script, no external resource; every value is escaped. ``back``: a link to Model health for the page."""
     title = f"Model card: {ex['dataset']} v{ex['version']}"
     md, body = [f"# {title}", ""], []
     e = html.escape
@@ -499,7 +501,10 @@ def render_card(spec: DatasetSpec, ex: Mapping[str, Any]) -> tuple[str, str]:
         ths = "<tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>" if head else ""
         rows = "".join(
             "<tr>"
-            + "".join((f"<th>{e(c)}</th>" if not head and i == 0 else f"<td>{e(c)}</td>") for i, c in enumerate(row))
+            + "".join(
+                (f"<th>{e(c)}</th>" if not head and i == 0 and len(row) > 1 else f"<td>{e(c)}</td>")
+                for i, c in enumerate(row)
+            )
             + "</tr>"
             for row in content
         )
@@ -517,6 +522,7 @@ th, td {{ border: 1px solid #ccc; padding: .25rem .6rem; text-align: left; verti
 th {{ background: #f3f3f3; }} .muted {{ color: #777; }} summary {{ cursor: pointer; color: #1a5fb4; }}
 .status {{ display: inline-block; padding: .1rem .6rem; border-radius: 4px; background: #eef; }}
 </style></head><body>
+{f'<p><a href="{e(back)}">&larr; Model health</a></p>' if back else ""}
 <h1>{e(title)} <span class="status" id="status">{e(ex["status"])}</span></h1>
 {"".join(body)}
 </body></html>
@@ -535,6 +541,6 @@ def log_model_card(spec: DatasetSpec, version: str | int, tracking_uri: str | No
     return ex
 
 
-def card_html(spec: DatasetSpec, version: str | int, tracking_uri: str | None = None) -> str:
+def card_html(spec: DatasetSpec, version: str | int, tracking_uri: str | None = None, back: str | None = None) -> str:
     """The card of a version as HTML, rendered now from MLflow (what Model health serves)."""
-    return render_card(spec, explain(spec, version, tracking_uri))[1]
+    return render_card(spec, explain(spec, version, tracking_uri), back)[1]

@@ -26,71 +26,57 @@ REQUEST = {"day": "2013-01-21", "triggers": ["roc_auc_drop"], "decision_uri": "f
 
 
 @pytest.fixture(scope="module")
-def small_spec(spec):
-    """The flights spec with a 16-day-friendly split, a light search and gate thresholds for a January window."""
-    candidates = [
-        spec.training.candidates[0],
-        spec.training.candidates[1].model_copy(update={"params": {"max_iter": 60, "learning_rate": 0.1}}),
-    ]
-    training = spec.training.model_copy(
-        update={
-            "validation_days": 4,
-            "test_days": 4,
-            "search_iterations": 2,
-            "reference_sample_rows": 500,
-            "candidates": candidates,
-        }
-    )
+def gated_spec(small_spec):
+    """The small training spec with gate thresholds for a 16-day January window (as tests/e2e/test_gate_dag.py)."""
     relaxed = {"min_roc_auc": 0.55, "max_brier": 0.25, "max_slice_gap": 0.6, "min_slice_rows": 300}
-    gate = spec.gate.model_copy(update=relaxed)
-    return spec.model_copy(update={"training": training, "gate": gate})
+    return small_spec.model_copy(update={"gate": small_spec.gate.model_copy(update=relaxed)})
 
 
 @pytest.fixture(scope="module")
-def world(small_spec, nyc, tmp_path_factory):
+def world(gated_spec, nyc, tmp_path_factory):
     """v1 trained by hand (user alice), gated and promoted by alice; v2 trained on a monitor's request, gated and
     rejected by bob. Returns the lake, the tracking URI and the trained results."""
     from include.mlops.storage import Lake
 
     root = tmp_path_factory.mktemp("lineage")
-    lake = write_validated(Lake(str(root / "lake")), nyc, small_spec, [(date(2013, 1, 1), date(2013, 1, 20))])
+    lake = write_validated(Lake(str(root / "lake")), nyc, gated_spec, [(date(2013, 1, 1), date(2013, 1, 20))])
     uri = f"sqlite:///{root}/mlflow.db"
-    table = F.materialize_features(small_spec, lake, START, END, run_id="test")
-    df = F.read_feature_table(small_spec, lake, table.version)
-    inputs = F.feature_inputs(small_spec, lake, table.version)
+    table = F.materialize_features(gated_spec, lake, START, END, run_id="test")
+    df = F.read_feature_table(gated_spec, lake, table.version)
+    inputs = F.feature_inputs(gated_spec, lake, table.version)
     tags = {"window_start": START, "window_end": END}
 
     manual = L.trigger("manual", reason="manual run", user="alice", dag_id="flights_train", run_id="manual__1")
-    v1 = T.train_candidates(small_spec, df, seed=3, tracking_uri=uri, tags=tags, inputs=inputs, trigger=manual)
-    gate1 = E.evaluate_challenger(small_spec, lake, version=v1.model_version, tracking_uri=uri)
+    v1 = T.train_candidates(gated_spec, df, seed=3, tracking_uri=uri, tags=tags, inputs=inputs, trigger=manual)
+    gate1 = E.evaluate_challenger(gated_spec, lake, version=v1.model_version, tracking_uri=uri)
     assert gate1.passed, gate1.to_markdown()
-    R.promote(small_spec, v1.model_version, reason="gate passed", dag_run="manual__1", approver="alice",
+    R.promote(gated_spec, v1.model_version, reason="gate passed", dag_run="manual__1", approver="alice",
               tracking_uri=uri)  # fmt: skip
 
     monitor = L.trigger("monitor", reason="retrain requested", dag_id="flights_train", run_id="asset__2",
                         request=REQUEST)  # fmt: skip
-    v2 = T.train_candidates(small_spec, df, seed=4, candidates=["logreg"], tracking_uri=uri, tags=tags,
+    v2 = T.train_candidates(gated_spec, df, seed=4, candidates=["logreg"], tracking_uri=uri, tags=tags,
                             inputs=inputs, trigger=monitor)  # fmt: skip
-    gate2 = E.evaluate_challenger(small_spec, lake, version=v2.model_version, tracking_uri=uri)
-    R.reject(small_spec, v2.model_version, gate2.failed or ["reviewer: no better than v1"], dag_run="asset__2",
+    gate2 = E.evaluate_challenger(gated_spec, lake, version=v2.model_version, tracking_uri=uri)
+    R.reject(gated_spec, v2.model_version, gate2.failed or ["reviewer: no better than v1"], dag_run="asset__2",
              approver="bob", tracking_uri=uri)  # fmt: skip
     return {"lake": lake, "uri": uri, "table": table, "v1": v1, "v2": v2, "root": root}
 
 
 @pytest.fixture(scope="module")
-def answers(world, small_spec):
+def answers(world, gated_spec):
     """Every question asked of MLflow alone: the lake is moved away while asking."""
     lake_dir = world["root"] / "lake"
     away = world["root"] / "lake-away"
     shutil.move(lake_dir, away)
     try:
-        return {v: L.explain(small_spec, v, world["uri"]) for v in ("1", "2")}
+        return {v: L.explain(gated_spec, v, world["uri"]) for v in ("1", "2")}
     finally:
         shutil.move(away, lake_dir)
 
 
 @pytest.mark.parametrize("version", ["1", "2"], ids=["champion", "rejected"])
-def test_mlflow_answers_every_lineage_question(world, answers, small_spec, version):
+def test_mlflow_answers_every_lineage_question(world, answers, gated_spec, version):
     lake, a = world["lake"], answers[version]
     # which validated partitions (and their content hashes), history days of the point-in-time windows included
     expected = [
@@ -104,12 +90,12 @@ def test_mlflow_answers_every_lineage_question(world, answers, small_spec, versi
     assert a["inputs"]["feature_sha256"] == lake.manifest("features", "flights", world["table"].partition).sha256
     # the spec text as trained (it loads, and hashes to the recorded hash)
     trained = L.trained_spec(a)
-    assert spec_hash(trained) == spec_hash(small_spec) == a["spec_hash"]
+    assert spec_hash(trained) == spec_hash(gated_spec) == a["spec_hash"]
     assert yaml.safe_load(a["spec_text"])["gate"]["min_roc_auc"] == 0.55
     # the search space and the search settings
     names = ["hgb", "logreg"] if version == "1" else ["logreg"]
     assert sorted(a["search_space"]) == names
-    declared = {c.name: c for c in small_spec.training.candidates}
+    declared = {c.name: c for c in gated_spec.training.candidates}
     for n in names:
         assert a["search_space"][n]["search_space"] == json.loads(json.dumps(declared[n].search_space))
     assert a["training"]["seed"] == (3 if version == "1" else 4)
@@ -129,7 +115,7 @@ def test_why_who_and_what_came_before(answers):
     assert champion["aliases"] == ["champion"]
     assert champion["trigger"] == {"kind": "manual", "reason": "manual run", "user": "alice",
                                    "dag_id": "flights_train", "run_id": "manual__1"}  # fmt: skip
-    assert champion["why_trained"] == "manual by alice"
+    assert champion["why_trained"] == "manual by alice (flights_train manual__1)"
     assert champion["gate"]["decision"] == "passed"
     assert champion["approver"] == "alice"
     assert champion["previous_champion"] is None  # the first champion
@@ -139,7 +125,7 @@ def test_why_who_and_what_came_before(answers):
     assert rejected["aliases"] == []  # the challenger alias left the rejected version
     assert rejected["trigger"]["kind"] == "monitor"
     assert rejected["trigger"]["decision_uri"] == REQUEST["decision_uri"]
-    assert rejected["why_trained"] == "monitor retrain request of 2013-01-21: roc_auc_drop"
+    assert rejected["why_trained"] == "monitor retrain request of 2013-01-21: roc_auc_drop (flights_train asset__2)"
     assert rejected["gate"]["decision"] == "rejected"
     assert rejected["approver"] == "bob"
     assert rejected["previous_champion"] == "1"  # the champion that stayed
@@ -147,7 +133,7 @@ def test_why_who_and_what_came_before(answers):
     assert START in rejected["run_name"]
 
 
-def test_the_model_card_is_logged_and_says_it_all(world, small_spec):
+def test_the_model_card_is_logged_and_says_it_all(world, gated_spec):
     from mlflow import MlflowClient
 
     client = MlflowClient(world["uri"], world["uri"])
@@ -155,13 +141,13 @@ def test_the_model_card_is_logged_and_says_it_all(world, small_spec):
     page = Path(client.download_artifacts(run_id, L.CARD_HTML, str(world["root"]))).read_text(encoding="utf-8")
     md = Path(client.download_artifacts(run_id, L.CARD_MD, str(world["root"]))).read_text(encoding="utf-8")
     assert "<script" not in page.lower()
-    route = next(f for f in small_spec.features if f.name == "route_delay_rate")
+    route = next(f for f in gated_spec.features if f.name == "route_delay_rate")
     for text in (
         "Model card: flights v1",
-        small_spec.description.strip()[:60],
+        gated_spec.description.strip()[:60],
         route.description,
-        small_spec.known_limits[0][:60],
-        "manual by alice",
+        gated_spec.known_limits[0][:60],
+        "manual by alice (flights_train manual__1)",
         "| approver | alice |",
         world["table"].version,
         "| decision | passed at",
@@ -190,7 +176,7 @@ def test_auc_interval_hanley_mcneil(auc, rows, rate, expected):
         assert got == pytest.approx(expected, abs=2e-3)
 
 
-def test_retrain_from_recorded_inputs_reproduces_the_metrics(world, small_spec, monkeypatch, capsys):
+def test_retrain_from_recorded_inputs_reproduces_the_metrics(world, gated_spec, monkeypatch, capsys):
     from mlflow import MlflowClient
 
     from include.mlops.__main__ import main
@@ -208,7 +194,7 @@ def test_retrain_from_recorded_inputs_reproduces_the_metrics(world, small_spec, 
     assert {k: again[k] for k in keys} == {k: original[k] for k in keys}  # exactly, not approximately
     mv = client.get_model_version("flights", out["model_version"])
     assert mv.tags["retrain_of"] == "1"
-    assert L.explain(small_spec, out["model_version"], uri)["trigger"]["kind"] == "cli"
+    assert L.explain(gated_spec, out["model_version"], uri)["trigger"]["kind"] == "cli"
 
 
 def test_train_help_names_the_dags_params():
