@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import html
 import math
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -497,17 +495,13 @@ def collect_evidence(
 
     ``threshold`` defaults to the version's ``threshold`` tag (set at training), else 0.5.
     """
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.models import Model
-
-    from include.mlops.scoring import load_model_dir
+    from include.mlops import tracking
 
     uri = tracking_uri or default_tracking_uri()
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client = tracking.client(uri)
     version = _resolve_version(client, model_uri)
+    name = model_uri.removeprefix("models:/").split("@")[0].split("/")[0]
     if threshold is None:
-        name = model_uri.removeprefix("models:/").split("@")[0].split("/")[0]
         tag = client.get_model_version(name, version).tags.get("threshold") if version else None
         threshold = float(tag) if tag else 0.5
 
@@ -519,18 +513,10 @@ def collect_evidence(
     if len(np.unique(y)) < 2:
         raise EvaluationError(f"the evaluation frame has {len(df)} labelled rows of a single class")
 
-    with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=model_uri, dst_path=tmp, tracking_uri=uri, registry_uri=uri
-        )
-        size_mb = sum(p.stat().st_size for p in Path(local).rglob("*") if p.is_file()) / 2**20
-        info = Model.load(local)
-        model = load_model_dir(local)  # skops with our trusted types; never a pickle (docs/security.md)
-    signature = info.signature is not None
-    if signature and info.signature.inputs is not None:
-        features = list(info.signature.inputs.input_names())
-    else:
-        features = list(getattr(model, "feature_names_in_", spec.feature_names))
+    # skops with our trusted types; never a pickle (docs/security.md); fetched from THIS registry
+    with tracking.open_model(f"models:/{name}/{version}" if version else model_uri, uri) as (model, info, size_mb):
+        signature = info.signature is not None
+        features = tracking.input_features(model, info, spec.feature_names)
     missing = [f for f in features if f not in df.columns]
     if missing:
         raise EvaluationError(f"{model_uri} needs columns {missing} that the evaluation frame lacks")

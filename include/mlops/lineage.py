@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from include.mlops.config import DatasetSpec
+from include.mlops.tracking import client as _client
 
 LINEAGE_ARTIFACT = "lineage/lineage.json"
 SPEC_ARTIFACT = "lineage/spec.yaml"
@@ -145,15 +146,6 @@ def spec_text(spec: DatasetSpec) -> str:
 
 
 # -- read back from MLflow ---------------------------------------------------------------------------------
-def _client(tracking_uri: str | None) -> Any:
-    from mlflow import MlflowClient
-
-    from include.mlops.training import default_tracking_uri
-
-    uri = tracking_uri or default_tracking_uri()
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
 def _artifact(client: Any, run_id: str, path: str) -> str | None:
     import tempfile
 

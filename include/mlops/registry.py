@@ -40,7 +40,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from include.mlops.config import DatasetSpec
-from include.mlops.training import artifact_location, default_tracking_uri
+from include.mlops.tracking import artifact_location
+from include.mlops.tracking import client as _client
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -96,13 +97,6 @@ class AuditEntry:
 
 
 # -- helpers -------------------------------------------------------------------------------------------
-def _client(tracking_uri: str | None) -> MlflowClient:
-    from mlflow import MlflowClient
-
-    uri = tracking_uri or default_tracking_uri()
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
 def _norm(version: str | int) -> str:
     v = str(version).strip().removeprefix("v")
     if not v.isdigit():

@@ -23,6 +23,11 @@ import pandas as pd
 
 from include.mlops.config import CandidateSpec, DatasetSpec, spec_hash
 from include.mlops.features import feature_columns
+from include.mlops.tracking import (  # MLflow access lives in tracking.py; these names stay importable here
+    artifact_location,
+    default_tracking_uri,
+    ensure_experiment,
+)
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -358,31 +363,6 @@ class TrainingResult:
         return asdict(self)
 
 
-def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI``, else SQLite beside a local lake (``<lake>/../mlflow.db``, as scripts/env.sh)."""
-    from include.mlops.storage import DEFAULT_ROOT, data_root
-
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    root = data_root()
-    local = "://" not in root or root.startswith("file://")
-    lake = Path(root.removeprefix("file://")) if local else DEFAULT_ROOT
-    return f"sqlite:///{lake.resolve().parent / 'mlflow.db'}"
-
-
-def artifact_location(tracking_uri: str, experiment: str, artifact_root: str | None = None) -> str | None:
-    """Where the experiment's artifacts go: ``artifact_root`` (or ``MLOPS_MLFLOW_ARTIFACT_ROOT``), else
-    ``mlflow-artifacts`` beside a SQLite database; None for a tracking server (it proxies artifacts)."""
-    root = artifact_root or os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT")
-    if root is None and tracking_uri.startswith("sqlite:///"):
-        root = str(Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlflow-artifacts")
-    if root is None:
-        return None
-    if "://" not in root:
-        return (Path(root).resolve() / experiment).as_uri()
-    return f"{root.rstrip('/')}/{experiment}"
-
-
 def git_sha() -> str:
     """The repository's HEAD commit (``MLOPS_GIT_SHA`` wins), or 'unknown' outside a git checkout."""
     if os.environ.get("MLOPS_GIT_SHA"):
@@ -409,23 +389,6 @@ def git_sha() -> str:
     except (OSError, IndexError):
         pass
     return "unknown"
-
-
-def ensure_experiment(client: Any, name: str, location: str | None) -> str:
-    """The id of experiment ``name`` (created with ``location`` if missing, restored if deleted; race-safe)."""
-    from mlflow.exceptions import MlflowException
-
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        try:
-            return client.create_experiment(name, artifact_location=location)
-        except MlflowException:  # created concurrently by another run
-            exp = client.get_experiment_by_name(name)
-            if exp is None:
-                raise
-    if exp.lifecycle_stage == "deleted":
-        client.restore_experiment(exp.experiment_id)
-    return exp.experiment_id
 
 
 def _data_digest(df: pd.DataFrame) -> str:
@@ -561,10 +524,9 @@ def train_candidates(
     """
     import mlflow
     import mlflow.sklearn
-    from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
-    from include.mlops import lineage
+    from include.mlops import lineage, tracking
 
     t0 = time.perf_counter()
     seed = spec.training.seed if seed is None else seed
@@ -580,10 +542,8 @@ def train_candidates(
     parts = {"train": search.train, "valid": search.valid, "test": search.test}
     split = {n: _split_info(d, spec) for n, d in parts.items()}
 
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client = tracking.client(tracking_uri)
     exp_id = ensure_experiment(client, experiment, artifact_location(tracking_uri, experiment, artifact_root))
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
     window = f"{split['train']['start']}..{split['test']['end']}"
     run_tags = {
         "dataset": spec.name,
@@ -618,6 +578,8 @@ def train_candidates(
     candidate_runs: dict[str, str] = {}
     with (
         warnings.catch_warnings(),
+        tracking.using(tracking_uri),  # the fluent API below, without leaving the URI set for the process
+        tracking.mlflow_output_as_info(),
         mlflow.start_run(experiment_id=exp_id, run_name=f"train {window}", tags=run_tags) as parent,
     ):
         mlflow.log_dict(record, lineage.LINEAGE_ARTIFACT)
@@ -731,10 +693,9 @@ def train_candidates(
 # -- planning: which window to train on, and whether a scheduled run is due ----------------------------------
 def last_trained_window_end(spec: DatasetSpec, tracking_uri: str | None = None) -> date | None:
     """The latest ``window_end`` tagged on any registered version of ``spec.name`` (None before the first)."""
-    from mlflow import MlflowClient
+    from include.mlops import tracking
 
-    uri = tracking_uri or default_tracking_uri()
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client = tracking.client(tracking_uri)
     ends = []
     for v in client.search_model_versions(f"name='{spec.name}'"):
         end = (v.tags or {}).get("window_end")
