@@ -216,7 +216,10 @@ def build(spec: DatasetSpec):
 
 
 def _checks_line(report: dict) -> str:
-    return ", ".join(f"{c['name']}={c['value']}" for c in report["checks"] if c["verdict"] == "pass")[:500]
+    def value(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    return ", ".join(f"{c['name']}={value(c['value'])}" for c in report["checks"] if c["verdict"] == "pass")[:500]
 
 
 def _approver(context) -> str | None:

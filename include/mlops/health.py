@@ -142,6 +142,10 @@ class PublicUrls:
     def health_json(self, dataset: str) -> str:
         return f"{self.airflow}{APP_PREFIX}/api/health/{quote(dataset, safe='')}"
 
+    def dag_run(self, dag_id: str, run_id: str) -> str:
+        """The Airflow UI page of a DAG run."""
+        return f"{self.airflow}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+
     def model_card(self, dataset: str, version: str | int) -> str:
         """The model card page of a registered version (rendered from MLflow by the plugin)."""
         return f"{self.airflow}{APP_PREFIX}/card/{quote(dataset, safe='')}/{quote(str(version), safe='')}"

@@ -281,7 +281,7 @@ def _history(health: Mapping[str, Any], urls: PublicUrls) -> str:
         f"<tr><td>{e['seq']}</td><td>{_E(e['when'][:19].replace('T', ' '))}</td><td>{_badge(e['action'])}</td>"
         f"<td>{_a(urls.model_card(health['dataset'], e['version']), 'v' + e['version'])}</td>"
         f"<td>{_E(_move(e))}</td>"
-        f"<td>{_E(e.get('approver') or '–')}</td><td class='small'>{_E(e.get('dag_run') or '–')}</td>"
+        f"<td>{_E(e.get('approver') or '–')}</td><td class='small'>{_run_link(health['dataset'], e, urls)}</td>"
         f"<td class='small'>{_E(e.get('reason') or '')}</td>"
         f"<td>{_a(urls.mlflow_run(e['run_id']) if e.get('run_id') else None, 'audit run', external=True)}</td></tr>"
         for e in reversed(entries)
@@ -290,6 +290,22 @@ def _history(health: Mapping[str, Any], urls: PublicUrls) -> str:
         '<table id="history"><tr><th>#</th><th>when (UTC)</th><th>action</th><th>version</th><th>champion</th>'
         f"<th>approver</th><th>DAG run</th><th>reason</th><th></th></tr>{rows}</table>"
     )
+
+
+def _run_link(dataset: str, e: Mapping[str, Any], urls: PublicUrls) -> str:
+    """The DAG run of an audit entry as a link (rollbacks run in <ds>_rollback, the rest in <ds>_train)."""
+    if not e.get("dag_run"):
+        return "–"
+    dag_id = f"{dataset}_rollback" if e.get("action") == "rollback" else f"{dataset}_train"
+    return _a(urls.dag_run(dag_id, e["dag_run"]), e["dag_run"])
+
+
+def _folded(items: list[str], keep: int = 8) -> str:
+    """A list showing its first ``keep`` items, the rest folded under "n more"."""
+    if len(items) <= keep:
+        return "".join(items)
+    rest = f"<li><details><summary>{len(items) - keep} more</summary><ul>{''.join(items[keep:])}</ul></details></li>"
+    return "".join(items[:keep]) + rest
 
 
 def _move(e: Mapping[str, Any]) -> str:
@@ -340,25 +356,30 @@ def _monitoring_table(health: Mapping[str, Any], urls: PublicUrls) -> str:
 
 
 def _reports(health: Mapping[str, Any], urls: PublicUrls) -> str:
-    gates = "".join(
-        f"<li>{_a(urls.report(g['html']), 'v' + g['version'])} {_badge(g.get('decision'))} "
-        f"{_a(urls.model_card(health['dataset'], g['version']), 'card')} "
-        f"<span class='small muted'>{_E(', '.join(g.get('failed') or []))}</span></li>"
-        for g in health["gate_reports"]
+    ds = health["dataset"]
+    gates = _folded(
+        [
+            f"<li>{_a(urls.report(g['html']), 'v' + g['version'])} {_badge(g.get('decision'))} "
+            f"{_a(urls.model_card(ds, g['version']), 'card')} "
+            f"<span class='small muted'>{_E(', '.join(g.get('failed') or []))}</span></li>"
+            for g in health["gate_reports"]
+        ]
     )
-    drift = "".join(
-        f"<li>{_a(urls.report(p['html']), p['day'])}</li>" for p in reversed(health["monitoring"]) if p.get("html")
+    drift = _folded(
+        [f"<li>{_a(urls.report(p['html']), p['day'])}</li>" for p in reversed(health["monitoring"]) if p.get("html")]
     )
-    docs = "".join(
-        f"<li>{_a(urls.report(d['docs']), d['day']) if d.get('docs') else _E(d['day'])} "
-        f"{_badge(d.get('status'))}"
-        + (
-            f" <span class='small muted'>{d['rows_quarantined']} rows quarantined</span>"
-            if d.get("rows_quarantined")
-            else ""
-        )
-        + "</li>"
-        for d in health["data_docs"]
+    docs = _folded(
+        [
+            f"<li>{_a(urls.report(d['docs']), d['day']) if d.get('docs') else _E(d['day'])} "
+            f"{_badge(d.get('status'))}"
+            + (
+                f" <span class='small muted'>{d['rows_quarantined']} rows quarantined</span>"
+                if d.get("rows_quarantined")
+                else ""
+            )
+            + "</li>"
+            for d in health["data_docs"]
+        ]
     )
     empty = '<li class="muted">none yet</li>'
     return (
