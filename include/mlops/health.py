@@ -325,7 +325,7 @@ def _read_json(lake: Lake, rel: str) -> Any | None:
 
 
 def gate_reports(spec: DatasetSpec, lake: Lake) -> list[dict[str, Any]]:
-    """Every gate report of the dataset (``reports/gate/<ds>/v<n>/gate.json``), newest version first."""
+    """Every gate report of the dataset (``reports/gate/<ds>/v<n>-<run id prefix>/gate.json``), newest first."""
     base = lake.path("reports", "gate", spec.name)
     if not lake.fs.exists(base):
         return []

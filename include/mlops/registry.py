@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from include.mlops.config import DatasetSpec
-from include.mlops.tracking import artifact_location
+from include.mlops.tracking import artifact_location, ensure_experiment
 from include.mlops.tracking import client as _client
 
 if TYPE_CHECKING:
@@ -132,20 +132,12 @@ def audit_experiment(spec: DatasetSpec) -> str:
 
 
 def _audit_experiment_id(client: MlflowClient, spec: DatasetSpec, *, create: bool) -> str | None:
-    from mlflow.exceptions import MlflowException
 
     name = audit_experiment(spec)
-    exp = client.get_experiment_by_name(name)
-    if exp is None and create:
+    if create:
         location = artifact_location(client.tracking_uri, name)
-        try:
-            return client.create_experiment(name, artifact_location=location, tags={"dataset": spec.name})
-        except MlflowException:  # created concurrently
-            exp = client.get_experiment_by_name(name)
-            if exp is None:
-                raise
-    if exp is not None and exp.lifecycle_stage == "deleted" and create:
-        client.restore_experiment(exp.experiment_id)
+        return ensure_experiment(client, name, location, tags={"dataset": spec.name})
+    exp = client.get_experiment_by_name(name)
     return exp.experiment_id if exp is not None else None
 
 

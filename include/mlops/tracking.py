@@ -53,20 +53,30 @@ def artifact_location(tracking_uri: str, experiment: str, artifact_root: str | N
     return f"{root.rstrip('/')}/{experiment}"
 
 
-def ensure_experiment(client: Any, name: str, location: str | None) -> str:
-    """The id of experiment ``name`` (created with ``location`` if missing, restored if deleted; race-safe)."""
+# MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, "Detect issues"); ours are
+# classic model training, where runs, metrics and models are the first thing shown.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def ensure_experiment(client: Any, name: str, location: str | None, tags: dict[str, str] | None = None) -> str:
+    """The id of experiment ``name`` (created with ``location`` if missing, restored if deleted; race-safe),
+    tagged as a model-training experiment (:data:`EXPERIMENT_KIND`) and with ``tags``."""
     from mlflow.exceptions import MlflowException
 
+    want = {**EXPERIMENT_KIND, **(tags or {})}
     exp = client.get_experiment_by_name(name)
     if exp is None:
         try:
-            return client.create_experiment(name, artifact_location=location)
+            return client.create_experiment(name, artifact_location=location, tags=want)
         except MlflowException:  # created concurrently by another run
             exp = client.get_experiment_by_name(name)
             if exp is None:
                 raise
     if exp.lifecycle_stage == "deleted":
         client.restore_experiment(exp.experiment_id)
+    for k, v in want.items():
+        if (exp.tags or {}).get(k) != v:  # an experiment made before the tag existed
+            client.set_experiment_tag(exp.experiment_id, k, v)
     return exp.experiment_id
 
 

@@ -38,3 +38,14 @@ def test_mlflow_output_is_logged_at_info_not_written_to_stderr(capfd, caplog):
     assert ("INFO", "Created version '3' of model 'flights'.") in lines
     assert any("a notice from MLflow's logger" in text for level, text in lines if level == "INFO")
     assert os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR") == progress_bar
+
+
+def test_experiments_open_in_the_model_training_view(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = tracking.client(uri)
+    old = client.create_experiment("made-before", artifact_location=(tmp_path / "a").as_uri())
+    assert tracking.ensure_experiment(client, "made-before", None) == old
+    new = tracking.ensure_experiment(client, "fresh", (tmp_path / "b").as_uri(), tags={"dataset": "flights"})
+    for exp_id in (old, new):
+        assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_experiment(new).tags["dataset"] == "flights"
