@@ -244,7 +244,10 @@ def _model_card(
         f'<div class="card" data-role="{_E(title.lower())}"><h3>{_E(title)}: '
         f'<span class="version">v{_E(str(m["version"]))}</span></h3>'
         f'<div class="small muted">registered {_E(m.get("created") or "")} · candidate '
-        f"{_E(tags.get('candidate', '?'))} · features {_E(tags.get('feature_version', '?')[:12])}</div>"
+        f"{_E(tags.get('candidate', '?'))} · features {_E(tags.get('feature_version', '?')[:12])}"
+        + (f" · data {_E(tags['window_start'])} .. {_E(tags['window_end'])}" if tags.get("window_end") else "")
+        + (f"<br>trained: {_E(tags['trained_because'])}" if tags.get("trained_because") else "")
+        + "</div>"
         f"<p>gate: {_badge(tags.get('gate.decision'))}</p><table>{rows}</table><div>{links}</div></div>"
     )
 

@@ -65,6 +65,9 @@ _KEY_TAGS = (
     "candidate",
     "threshold",
     "git_sha",
+    "window_start",
+    "window_end",
+    "trained_because",
 )
 
 

@@ -304,7 +304,8 @@ def test_page_links_runs_and_cards_and_folds_long_lists():
     history = [entry(1, "promote", "1", None, "1", "manual__1"), entry(2, "reject", "2", "1", "1", "asset__2"),
                entry(3, "rollback", "1", "1", "1", "manual__3")]  # fmt: skip
     docs = [{"day": f"2013-01-{d:02d}", "status": "passed", "docs": None} for d in range(1, 21)]
-    champion = {"version": "1", "run_id": "r1", "created": "2013", "tags": {}, "metrics": {}}
+    tags = {"window_start": "2013-01-04", "window_end": "2013-01-24", "trained_because": "manual by ana"}
+    champion = {"version": "1", "run_id": "r1", "created": "2013", "tags": tags, "metrics": {}}
     page = render_page(
         _health(history=history, data_docs=docs, champion=champion, challenger=dict(champion)), ["flights"], URLS
     )
@@ -315,6 +316,8 @@ def test_page_links_runs_and_cards_and_folds_long_lists():
     assert 'href="http://airflow:8080/mlops/card/flights/2"' in page  # every version has its card
     assert "the champion itself: no open challenger" in page  # one version, one card
     assert "<summary>12 more</summary>" in page  # 20 Data Docs days: 8 shown, the rest folded
+    assert "data 2013-01-04 .. 2013-01-24" in page  # the data the champion was trained on
+    assert "trained: manual by ana" in page
 
 
 def test_page_plots_monitoring_with_retrain_markers():
