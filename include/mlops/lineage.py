@@ -185,7 +185,7 @@ def explain(spec: DatasetSpec, version: str | int, tracking_uri: str | None = No
     tags = mv.tags or {}
     gate = _json_artifact(client, mv.run_id, GATE_ARTIFACT)
     events = [e.as_dict() for e in registry.history(spec, client.tracking_uri) if e.version == version]
-    aliases = [a for a in (mv.aliases or [])]
+    aliases = list(mv.aliases or [])
     promoted = [e for e in events if e["action"] in ("promote", "rollback") and e["to_version"] == version]
     rejected = [e for e in events if e["action"] == "reject"]
     if registry.CHAMPION in aliases:
