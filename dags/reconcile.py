@@ -10,6 +10,11 @@ predictions from the first champion's first day on (the day after its training w
 prediction) up to the latest validated day, scores the oldest `max_days` of them with the champion through the
 same library call as `<dataset>_score` (a day another version served meanwhile is kept), and emits the
 `predictions/<dataset>` Asset event. So a lost event costs minutes, not a gap. Without a champion it is skipped.
+
+**audit_aliases** compares the registered model's `champion` alias with the champion the registry's audit history
+ends with. An alias moved outside the pipeline (the MLflow UI's alias editor, a script on the MLflow API) bypassed
+the gate and approval: it is written into the audit history as an `external` entry and alerted (connection
+`mlops_alerts`), within 10 minutes. The pipeline does not move it back: a person decides (rollback DAG).
 """
 
 from __future__ import annotations
@@ -61,7 +66,22 @@ def build(spec: DatasetSpec):
             outlet_events[predictions].extra = scoring.announced(results) | {"reconciled": True}
             return results
 
+        @task
+        def audit_aliases() -> dict | None:
+            """Record and alert a champion alias moved outside the pipeline (audit history vs MLflow)."""
+            from include.mlops import registry
+            from include.mlops.airflow_adapter import send_alert
+
+            entry = registry.reconcile_aliases(spec)
+            if entry is None:
+                print("champion alias matches the audit history")
+                return None
+            moved = f"{entry.from_version or 'none'} -> {entry.to_version or 'none'}"
+            send_alert(f"[mlops] {spec.name} champion moved outside the pipeline: {moved}", entry.reason)
+            return entry.as_dict()
+
         reconcile()
+        audit_aliases()
 
     return reconcile_dag()
 

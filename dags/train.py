@@ -99,13 +99,17 @@ def build(spec: DatasetSpec):
         def plan(params=None, **context) -> dict | None:
             """Decide the window and whether training is due (scheduled runs follow the cadence)."""
             from include.mlops import training
+            from include.mlops.lineage import trigger
             from include.mlops.storage import Lake
 
             requests = [e.extra for e in (context.get("triggering_asset_events") or {}).get(retrain, [])]
             last_end = training.last_trained_window_end(spec)
-            if context["dag_run"].run_type == "manual":
+            run = context["dag_run"]
+            request = None
+            if run.run_type == "manual":
                 force = "manual run"
             else:  # a request the last training already covered (an old event replayed) is stale: cadence only
+                request = training.fresh_retrain_request(requests, last_end)
                 force = training.retrain_request_reason(requests, last_end) or False
                 if requests and not force:
                     print(f"ignored {len(requests)} stale retrain request(s): last window ends {last_end}")
@@ -113,6 +117,10 @@ def build(spec: DatasetSpec):
                 spec, Lake(), window_end=params.get("window_end"), window_days=params.get("window_days"),
                 force=force, last_end=None if force else last_end,
             )  # fmt: skip
+            kind = "manual" if run.run_type == "manual" else "monitor" if request is not None else "schedule"
+            user = getattr(run, "triggering_user_name", None)
+            p["trigger"] = trigger(kind, reason=p["reason"], user=user, dag_id=run.dag_id, run_id=run.run_id,
+                                   request=request)  # fmt: skip
             print(f"training plan: {p}")
             return p if p["due"] else None
 
@@ -130,12 +138,14 @@ def build(spec: DatasetSpec):
             from include.mlops import features, training
             from include.mlops.storage import Lake
 
-            df = features.read_feature_table(spec, Lake(), table["version"])
+            lake = Lake()
+            df = features.read_feature_table(spec, lake, table["version"])
             tags = {"airflow.dag_id": context["dag"].dag_id, "airflow.run_id": context["run_id"],
                     "window_start": p["start"], "window_end": p["end"]}  # fmt: skip
             result = training.train_candidates(
                 spec, df, seed=params["seed"], search_iterations=params["search_iterations"],
                 candidates=params["candidates"], tags=tags,
+                inputs=features.feature_inputs(spec, lake, table["version"]), trigger=p.get("trigger"),
             )  # fmt: skip
             return result.as_dict()
 
@@ -167,7 +177,7 @@ def build(spec: DatasetSpec):
                 dag_run=context["run_id"], approver=approver,
             )  # fmt: skip
             outlet_events[champion].extra = {"version": entry.to_version, "previous": entry.from_version}
-            return entry.as_dict()
+            return entry.as_dict() | {"gate_report_uri": (report.get("uris") or {}).get("html")}
 
         @task(multiple_outputs=False)
         def reject(report: dict, **context) -> dict:
@@ -180,7 +190,7 @@ def build(spec: DatasetSpec):
             message = f"{spec.name} v{report['challenger_version']} rejected by the gate: {', '.join(reasons)}"
             print(message + "\n" + report["markdown"])
             send_alert(f"[mlops] gate rejected {spec.name} v{report['challenger_version']}", message)
-            return entry.as_dict()
+            return entry.as_dict() | {"gate_report_uri": (report.get("uris") or {}).get("html")}
 
         planned = plan()
         trained = train(planned, build_features(planned))
@@ -207,7 +217,10 @@ def build(spec: DatasetSpec):
 
 
 def _checks_line(report: dict) -> str:
-    return ", ".join(f"{c['name']}={c['value']}" for c in report["checks"] if c["verdict"] == "pass")[:500]
+    def value(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    return ", ".join(f"{c['name']}={value(c['value'])}" for c in report["checks"] if c["verdict"] == "pass")[:500]
 
 
 def _approver(context) -> str | None:

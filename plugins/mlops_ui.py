@@ -10,7 +10,8 @@
   The other links of a task are empty, and the UI does not show empty links.
 - **"Model health"** — a FastAPI app mounted in the API server at ``/mlops`` plus an external view in the
   navigation that shows it inside the UI: champion and challenger, the last gate decision with its checks,
-  promotion history, drift and performance over time, and links to every report. It also serves the lake's
+  promotion history, drift and performance over time, links to every report, and each version's model card
+  (``/mlops/card/<dataset>/<version>``, rendered from MLflow, sandboxed like a report). It also serves the lake's
   reports (``/mlops/reports/{gx,gate,drift}/<dataset>/…``: GX Data Docs, Evidently HTML, gate pages) through
   :func:`include.mlops.health.report_path`, which admits nothing outside the lake's ``reports/`` zone.
   Authentication is Airflow's own: every route depends on ``airflow.api_fastapi.core_api.security.get_user``
@@ -201,6 +202,20 @@ def build_app() -> Any:
     def dataset_json(dataset: str, user: GetUserDep) -> JSONResponse:
         authorize(user, dataset)
         return JSONResponse(gather(dataset))
+
+    @secured.get("/card/{dataset}/{version}", response_class=HTMLResponse)
+    def model_card(dataset: str, version: str, request: Request, user: GetUserDep) -> Response:
+        """A version's model card, rendered from MLflow; served like a report (sandboxed, no script runs)."""
+        from include.mlops import lineage
+
+        authorize(user, dataset)
+        if not version.isdigit():
+            raise HTTPException(404, f"no version {version!r}: a model version is a positive integer")
+        try:
+            page = lineage.card_html(load_spec(dataset), version, back=page_urls(request).health(dataset))
+        except lineage.LineageError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return Response(page, media_type="text/html; charset=utf-8", headers=REPORT_HEADERS)
 
     @secured.get("/reports/{sub:path}")
     def report(sub: str, request: Request, user: GetUserDep) -> RedirectResponse:

@@ -448,7 +448,7 @@ def _summary(story: Story, spec, root: str) -> int:
         f"    drift reports:   {root}/reports/drift/{DATASET}/date=*/drift.html, decisions/*.json;"
         f"  history: evidently ui --workspace {root}/evidently"
     )
-    say(f"    gate reports:    {root}/reports/gate/{DATASET}/v*/gate.html   Data Docs: {root}/reports/gx/{DATASET}/")
+    say(f"    gate reports:    {root}/reports/gate/{DATASET}/v*-*/gate.html   Data Docs: {root}/reports/gx/{DATASET}/")
     say(f"    registry:        python -m include.mlops audit {DATASET}")
     say(f"    serving:         make serve DATASET={DATASET} -> POST http://127.0.0.1:5001/invocations")
     say(

@@ -24,6 +24,21 @@ def main(argv: list[str] | None = None) -> int:
         "replay-from", help="JSON {dataset: first day not yet ingested} of the replayed specs (time.replay)"
     )
     r.add_argument("--dataset", help="only this spec")
+    t = sub.add_parser(
+        "train",
+        help="train a dataset's candidates on a window and register the best as challenger (the train DAG's Params)",
+        description="Build (or reuse) the feature table of the window from the lake's validated days, train the "
+        "candidates under MLflow (MLFLOW_TRACKING_URI) and register the best as a new version with alias "
+        "challenger. The gate and promotion stay with the <dataset>_train DAG. --from-version N repeats version "
+        "N's recorded inputs (spec as trained, window, seed, budget, candidates): the same metrics.",
+    )
+    t.add_argument("dataset", help="dataset name (= spec file stem), e.g. flights")
+    t.add_argument("--window-end", help="last day (YYYY-MM-DD) of the window; default: the latest validated day")
+    t.add_argument("--window-days", type=int, help="validated days in the window (default: the spec's)")
+    t.add_argument("--candidates", nargs="+", help="candidate names of the spec (default: all)")
+    t.add_argument("--search-iterations", type=int, help="randomized-search settings per candidate (default: spec)")
+    t.add_argument("--seed", type=int, help="seed (default: the spec's); same seed + same features = same metrics")
+    t.add_argument("--from-version", help="retrain this registered version from its recorded inputs")
     a = p.parse_args(argv)
 
     if a.cmd == "seed-source":
@@ -74,7 +89,53 @@ def main(argv: list[str] | None = None) -> int:
         days = {s.name: next_day(s, lake) for s in specs if s.time.replay}
         print(json.dumps({k: v.isoformat() for k, v in days.items() if v}))
         return 0
+    if a.cmd == "train":
+        return _train(a)
     return 2
+
+
+def _train(a: argparse.Namespace) -> int:
+    import getpass
+
+    from include.mlops import features, lineage, training
+    from include.mlops.config import load_spec
+    from include.mlops.storage import Lake
+
+    spec, lake, retrain_of = load_spec(a.dataset), Lake(), None
+    seed, iterations, candidates = a.seed, a.search_iterations, a.candidates
+    if a.from_version:
+        plan = lineage.retrain_plan(spec, a.from_version)
+        spec, start, end, retrain_of = plan["spec"], plan["start"], plan["end"], plan["version"]
+        seed, iterations, candidates = plan["seed"], plan["search_iterations"], plan["candidates"]
+        reason = f"retrain of v{retrain_of} from its recorded inputs"
+    else:
+        p = training.plan_training(spec, lake, window_end=a.window_end, window_days=a.window_days, force=True)
+        if not p["due"]:
+            print(f"not trained: {p['reason']}", file=sys.stderr)
+            return 1
+        start, end, reason = p["start"], p["end"], "command line"
+    table = features.materialize_features(spec, lake, start, end, run_id="cli")
+    if retrain_of and table.version != plan["feature_version"]:
+        print(
+            f"v{retrain_of} was trained on feature version {plan['feature_version']}; the lake now gives "
+            f"{table.version} for {start}..{end} (validated partitions changed): not an exact retrain",
+            file=sys.stderr,
+        )
+        return 1
+    result = training.train_candidates(
+        spec,
+        features.read_feature_table(spec, lake, table.version),
+        seed=seed,
+        search_iterations=iterations,
+        candidates=candidates,
+        tags={"window_start": start, "window_end": end},
+        inputs=features.feature_inputs(spec, lake, table.version),
+        trigger=lineage.trigger("cli", reason=reason, user=getpass.getuser()),
+        retrain_of=retrain_of,
+    )
+    keep = ("model_name", "model_version", "best_candidate", "parent_run_id", "feature_version", "metrics")
+    print(json.dumps({k: result.as_dict()[k] for k in keep}, indent=2))
+    return 0
 
 
 if __name__ == "__main__":

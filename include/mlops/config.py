@@ -587,6 +587,10 @@ class DatasetSpec(_Model):
     name: str
     description: str
     owner: str = "mlops"
+    known_limits: list[str] = Field(
+        default_factory=list,
+        description="what the model is known not to do well or must not be used for; shown on every model card",
+    )
     source: SourceSpec
     time: TimeSpec
     entity_keys: list[str] = Field(min_length=1)
@@ -836,5 +840,5 @@ def load_spec(name: str, directory: str | os.PathLike[str] | None = None) -> Dat
 
 def spec_hash(spec: DatasetSpec) -> str:
     """Stable hash of the spec's content (not its formatting): tags runs and feature versions."""
-    canon = json.dumps(spec.model_dump(mode="json", exclude={"description", "owner"}), sort_keys=True)
+    canon = json.dumps(spec.model_dump(mode="json", exclude={"description", "owner", "known_limits"}), sort_keys=True)
     return hashlib.sha256(canon.encode()).hexdigest()[:16]

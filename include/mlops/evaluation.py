@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import html
 import math
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -497,17 +495,13 @@ def collect_evidence(
 
     ``threshold`` defaults to the version's ``threshold`` tag (set at training), else 0.5.
     """
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.models import Model
-
-    from include.mlops.scoring import load_model_dir
+    from include.mlops import tracking
 
     uri = tracking_uri or default_tracking_uri()
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client = tracking.client(uri)
     version = _resolve_version(client, model_uri)
+    name = model_uri.removeprefix("models:/").split("@")[0].split("/")[0]
     if threshold is None:
-        name = model_uri.removeprefix("models:/").split("@")[0].split("/")[0]
         tag = client.get_model_version(name, version).tags.get("threshold") if version else None
         threshold = float(tag) if tag else 0.5
 
@@ -519,18 +513,10 @@ def collect_evidence(
     if len(np.unique(y)) < 2:
         raise EvaluationError(f"the evaluation frame has {len(df)} labelled rows of a single class")
 
-    with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=model_uri, dst_path=tmp, tracking_uri=uri, registry_uri=uri
-        )
-        size_mb = sum(p.stat().st_size for p in Path(local).rglob("*") if p.is_file()) / 2**20
-        info = Model.load(local)
-        model = load_model_dir(local)  # skops with our trusted types; never a pickle (docs/security.md)
-    signature = info.signature is not None
-    if signature and info.signature.inputs is not None:
-        features = list(info.signature.inputs.input_names())
-    else:
-        features = list(getattr(model, "feature_names_in_", spec.feature_names))
+    # skops with our trusted types; never a pickle (docs/security.md); fetched from THIS registry
+    with tracking.open_model(f"models:/{name}/{version}" if version else model_uri, uri) as (model, info, size_mb):
+        signature = info.signature is not None
+        features = tracking.input_features(model, info, spec.feature_names)
     missing = [f for f in features if f not in df.columns]
     if missing:
         raise EvaluationError(f"{model_uri} needs columns {missing} that the evaluation frame lacks")
@@ -553,14 +539,16 @@ def collect_evidence(
 
 
 # -- report files and MLflow ---------------------------------------------------------------------------
-def report_dir(report: GateReport) -> str:
-    """Where a gate report lives in the lake: ``reports/gate/<dataset>/v<version>``."""
-    return f"reports/gate/{report.dataset}/v{report.challenger_version}"
+def report_dir(report: GateReport, key: str | None = None) -> str:
+    """Where a gate report lives in the lake: ``reports/gate/<dataset>/v<version>-<key>``, ``key`` being the
+    first 8 hex digits of the version's training run id (a uuid: v1 of two MLflow stores never share a folder);
+    ``v<version>`` without a key."""
+    return f"reports/gate/{report.dataset}/v{report.challenger_version}" + (f"-{key}" if key else "")
 
 
-def save_report(report: GateReport, lake: Lake) -> dict[str, str]:
+def save_report(report: GateReport, lake: Lake, key: str | None = None) -> dict[str, str]:
     """Write gate.json, gate.md and gate.html to the lake; return their URIs (also kept in ``report.uris``)."""
-    base = report_dir(report)
+    base = report_dir(report, key)
     # The URIs are known before writing, so gate.json records where its siblings are.
     report.uris = {ext: lake.uri(lake.path(*base.split("/"), f"gate.{ext}")) for ext in ("json", "md", "html")}
     lake.write_json(f"{base}/gate.json", report.as_dict())
@@ -575,10 +563,12 @@ def log_report(
     run_id: str | None = None,
     *,
     report_uri: str | None = None,
+    spec: DatasetSpec | None = None,
 ) -> dict[str, str]:
     """Log the report (json, md, html under ``gate/``) on the challenger's training run and tag its version
-    with ``gate.decision`` (passed/rejected), ``gate.reasons`` (failed check names) and ``gate.report_uri``.
-    Returns the version tags that were set."""
+    with ``gate.decision`` (passed/rejected), ``gate.reasons`` (failed check names), ``gate.report_uri`` (a
+    ``runs:/`` URI) and ``gate.report_path`` (the lake copy, relative to the lake root). With ``spec``, the
+    version's model card is re-rendered with the gate record. Returns the version tags that were set."""
     from mlflow import MlflowClient
 
     if report.challenger_version is None:
@@ -593,12 +583,24 @@ def log_report(
     tags = {
         "gate.decision": report.decision,
         "gate.reasons": ",".join(report.failed),
-        "gate.report_uri": report_uri or report.uris.get("html") or f"runs:/{run_id}/gate/gate.html",
+        # portable: resolvable wherever this MLflow is reachable; the lake copy is named by its relative path
+        "gate.report_uri": report_uri or f"runs:/{run_id}/gate/gate.html",
         "gate.decided_at": report.decided_at,
         "gate.champion_version": report.champion_version or "none",
     }
+    if report.uris.get("html") and "/reports/gate/" in report.uris["html"]:
+        tags["gate.report_path"] = "reports/gate/" + report.uris["html"].split("/reports/gate/", 1)[1]
     for k, v in tags.items():
         client.set_model_version_tag(report.dataset, version, k, v)
+    name = client.get_run(run_id).data.tags.get("mlflow.runName", "")
+    client.set_tag(run_id, "mlflow.runName", f"{name.split(' (')[0]} (gate {report.decision})")
+    if spec is not None:
+        from include.mlops import lineage
+
+        try:
+            lineage.log_model_card(spec, version, uri)
+        except lineage.LineageError as exc:  # a version not trained by training.py has no lineage to show
+            print(f"no model card for {spec.name} v{version}: {exc}")
     return tags
 
 
@@ -636,6 +638,6 @@ def evaluate_challenger(
         collect_evidence(spec, f"models:/{spec.name}/{champion}", window.frame, tracking_uri=uri) if champion else None
     )
     report = evaluate_gate(spec, ev_challenger, ev_champion, window=window.describe())
-    save_report(report, lake)
-    log_report(report, uri)
+    save_report(report, lake, key=client.get_model_version(spec.name, version).run_id[:8])
+    log_report(report, uri, spec=spec)
     return report

@@ -623,15 +623,50 @@ def _date_partitions(lake: Lake, spec: DatasetSpec, first: date, last: date) -> 
     return [p for p in lake.partitions("validated", spec.name) if p.startswith("date=") and lo <= p <= hi]
 
 
+def validated_inputs(lake: Lake, spec: DatasetSpec, start: date | str, end: date | str) -> list[dict[str, Any]]:
+    """The validated partitions the feature table of [start, end] reads (its history days included), each as
+    ``{"partition", "sha256", "rows", "raw_sha256"}`` from its manifest, in date order."""
+    start, end = _as_date(start), _as_date(end)
+    out = []
+    for p in _date_partitions(lake, spec, start - timedelta(days=spec.history_days), end):
+        m = lake.manifest("validated", spec.name, p)
+        if m is not None:
+            out.append({"partition": p, "sha256": m.sha256, "rows": m.rows, "raw_sha256": m.extra.get("raw_sha256")})
+    return out
+
+
+def feature_inputs(spec: DatasetSpec, lake: Lake, version: str) -> dict[str, Any]:
+    """The lineage of a materialised feature table: its window, the validated partitions it was built from (with
+    their sha256 as they were when it was built) and the reference snapshot; LakeError if it does not exist."""
+    from include.mlops.storage import LakeError
+
+    partition = version if version.startswith("version=") else f"version={version}"
+    m = lake.manifest("features", spec.name, partition)
+    if m is None:
+        raise LakeError(f"features/{spec.name}/{partition} does not exist (no manifest)")
+    result = m.extra.get("result") or {}
+    recorded = m.extra.get("input_manifests")
+    if recorded is None:  # a table built before input hashes were recorded: what the lake holds now
+        recorded = [i for i in validated_inputs(lake, spec, result["start"], result["end"]) if i["partition"] in
+                    set(m.extra.get("inputs") or [])]  # fmt: skip
+    return {
+        "feature_version": partition.removeprefix("version="),
+        "feature_uri": lake.uri(lake.partition_path("features", spec.name, partition)),
+        "feature_sha256": m.sha256,
+        "start": result.get("start"),
+        "end": result.get("end"),
+        "rows": m.rows,
+        "partitions": recorded,
+        "reference_sha256": m.extra.get("reference_sha256"),
+        "feature_spec_hash": m.extra.get("feature_spec_hash"),
+        "feature_code_version": m.extra.get("feature_code_version"),
+    }
+
+
 def feature_version(lake: Lake, spec: DatasetSpec, start: date | str, end: date | str) -> tuple[str, list[str]]:
     """The content version of the feature table of [start, end] and the input partitions it covers."""
     start, end = _as_date(start), _as_date(end)
-    parts = _date_partitions(lake, spec, start - timedelta(days=spec.history_days), end)
-    inputs = {}
-    for p in parts:
-        m = lake.manifest("validated", spec.name, p)
-        if m is not None:
-            inputs[p] = m.sha256
+    inputs = {i["partition"]: i["sha256"] for i in validated_inputs(lake, spec, start, end)}
     ref = lake.manifest("reference", spec.name, "snapshot=current")
     payload = {
         "code": FEATURE_CODE_VERSION,
@@ -718,11 +753,14 @@ def materialize_features(
         input_partitions=len(inputs),
         missing_dates=sorted(window_days - set(df[spec.time.column].unique())),
     )
+    ref = lake.manifest("reference", spec.name, "snapshot=current")
     extra = {
         "result": result.as_dict(),
         "feature_code_version": FEATURE_CODE_VERSION,
         "feature_spec_hash": feature_spec_hash(spec),
         "inputs": inputs,
+        "input_manifests": [i for i in validated_inputs(lake, spec, start, end) if i["partition"] in set(inputs)],
+        "reference_sha256": ref.sha256 if ref else None,
         "features": spec.feature_names,
         "label": spec.label.name,
     }

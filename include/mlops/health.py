@@ -142,6 +142,14 @@ class PublicUrls:
     def health_json(self, dataset: str) -> str:
         return f"{self.airflow}{APP_PREFIX}/api/health/{quote(dataset, safe='')}"
 
+    def dag_run(self, dag_id: str, run_id: str) -> str:
+        """The Airflow UI page of a DAG run."""
+        return f"{self.airflow}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+
+    def model_card(self, dataset: str, version: str | int) -> str:
+        """The model card page of a registered version (rendered from MLflow by the plugin)."""
+        return f"{self.airflow}{APP_PREFIX}/card/{quote(dataset, safe='')}/{quote(str(version), safe='')}"
+
 
 def lake_rel(lake: Lake, uri: str | None) -> str | None:
     """The lake-relative path of a URI this lake produced (``file:///…/lake/reports/…`` → ``reports/…``);
@@ -199,8 +207,7 @@ def task_links(dataset: str, kind: str, task_id: str, value: Any, urls: PublicUr
     elif key in (("train", "promote"), ("train", "reject")):
         version(d.get("version"))
         run(d.get("run_id"))  # the audit entry's run
-        if d.get("version"):
-            report(lake.uri(lake.path("reports", "gate", dataset, f"v{d['version']}", "gate.html")), GATE_REPORT)
+        report(d.get("gate_report_uri"), GATE_REPORT)
     elif key == ("rollback", "rollback"):
         version(d.get("to_version"))
         run(d.get("run_id"))
@@ -318,21 +325,22 @@ def _read_json(lake: Lake, rel: str) -> Any | None:
 
 
 def gate_reports(spec: DatasetSpec, lake: Lake) -> list[dict[str, Any]]:
-    """Every gate report of the dataset (``reports/gate/<ds>/v<n>/gate.json``), newest version first."""
+    """Every gate report of the dataset (``reports/gate/<ds>/v<n>-<run id prefix>/gate.json``), newest first."""
     base = lake.path("reports", "gate", spec.name)
     if not lake.fs.exists(base):
         return []
     out = []
     for p in lake.fs.ls(base, detail=False):
         name = p.rstrip("/").rsplit("/", 1)[-1]
-        if not re.match(r"^v\d+$", name):
+        m = re.match(r"^v(\d+)(?:-[0-9a-f]{8})?$", name)  # v<n>-<run id prefix> (evaluation.report_dir)
+        if not m:
             continue
         rel = f"reports/gate/{spec.name}/{name}"
         report = _read_json(lake, f"{rel}/gate.json")
         if report is None:
             continue
-        out.append({"version": name[1:], "html": f"{rel}/gate.html", "json": f"{rel}/gate.json", "report": report})
-    return sorted(out, key=lambda r: int(r["version"]), reverse=True)
+        out.append({"version": m[1], "html": f"{rel}/gate.html", "json": f"{rel}/gate.json", "report": report})
+    return sorted(out, key=lambda r: (int(r["version"]), r["report"].get("decided_at") or ""), reverse=True)
 
 
 def monitoring_series(spec: DatasetSpec, lake: Lake) -> list[dict[str, Any]]:

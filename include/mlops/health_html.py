@@ -29,7 +29,7 @@ nav a { margin-right: .8rem; } nav a.current { font-weight: 600; text-decoration
 .badge { display: inline-block; padding: .05rem .5rem; border-radius: 1rem; font-size: .8rem; color: #fff; }
 .pass, .passed { background: #1a7f37; } .fail, .rejected { background: #cf222e; } .skip { background: #8b949e; }
 .info { background: #0969da; } .warn, .rollback { background: #d4700a; } .promote { background: #1a7f37; }
-.reject { background: #cf222e; } .none { background: #8b949e; }
+.reject, .external { background: #cf222e; } .none { background: #8b949e; }
 table { border-collapse: collapse; margin: .4rem 0; font-size: .9rem; }
 th, td { border: 1px solid #d0d7de; padding: .25rem .6rem; text-align: left; vertical-align: top; }
 th { background: #f6f8fa; }
@@ -212,11 +212,19 @@ def charts(health: Mapping[str, Any]) -> str:
     )
 
 
-def _model_card(title: str, m: Mapping[str, Any] | None, dataset: str, urls: PublicUrls) -> str:
+def _model_card(
+    title: str, m: Mapping[str, Any] | None, dataset: str, urls: PublicUrls, same_as: str | None = None
+) -> str:
     if not m:
         return f'<div class="card"><h3>{_E(title)}</h3><p class="muted">none</p></div>'
+    if same_as and m.get("version") == same_as:  # the promoted challenger: one version, one card
+        return (
+            f'<div class="card" data-role="{_E(title.lower())}"><h3>{_E(title)}: '
+            f'<span class="version">v{_E(str(m["version"]))}</span></h3>'
+            f'<p class="muted">the champion itself: no open challenger</p></div>'
+        )
     tags, metrics = m.get("tags") or {}, m.get("metrics") or {}
-    gate_rel = f"reports/gate/{dataset}/v{m['version']}/gate.html"
+    gate_rel = tags.get("gate.report_path") or f"reports/gate/{dataset}/v{m['version']}/gate.html"
     rows = "".join(
         f"<tr><th>{_E(k)}</th><td>{_E(_fmt(metrics.get(k)))}</td></tr>"
         for k in ("test_roc_auc", "test_brier", "test_pr_auc")
@@ -225,6 +233,7 @@ def _model_card(title: str, m: Mapping[str, Any] | None, dataset: str, urls: Pub
     links = " · ".join(
         x
         for x in (
+            _a(urls.model_card(dataset, m["version"]), "model card"),
             _a(urls.model_version(dataset, m["version"]), "MLflow model version", external=True),
             _a(urls.mlflow_run(m["run_id"]) if m.get("run_id") else None, "training run", external=True),
             _a(urls.report(gate_rel) if tags.get("gate.decision") else None, "gate report"),
@@ -235,7 +244,10 @@ def _model_card(title: str, m: Mapping[str, Any] | None, dataset: str, urls: Pub
         f'<div class="card" data-role="{_E(title.lower())}"><h3>{_E(title)}: '
         f'<span class="version">v{_E(str(m["version"]))}</span></h3>'
         f'<div class="small muted">registered {_E(m.get("created") or "")} · candidate '
-        f"{_E(tags.get('candidate', '?'))} · features {_E(tags.get('feature_version', '?')[:12])}</div>"
+        f"{_E(tags.get('candidate', '?'))} · features {_E(tags.get('feature_version', '?')[:12])}"
+        + (f" · data {_E(tags['window_start'])} .. {_E(tags['window_end'])}" if tags.get("window_end") else "")
+        + (f"<br>trained: {_E(tags['trained_because'])}" if tags.get("trained_because") else "")
+        + "</div>"
         f"<p>gate: {_badge(tags.get('gate.decision'))}</p><table>{rows}</table><div>{links}</div></div>"
     )
 
@@ -270,8 +282,9 @@ def _history(health: Mapping[str, Any], urls: PublicUrls) -> str:
 
     rows = "".join(
         f"<tr><td>{e['seq']}</td><td>{_E(e['when'][:19].replace('T', ' '))}</td><td>{_badge(e['action'])}</td>"
-        f"<td>v{_E(e['version'])}</td><td>{_E(v(e['from_version']))} → {_E(v(e['to_version']))}</td>"
-        f"<td>{_E(e.get('approver') or '–')}</td><td class='small'>{_E(e.get('dag_run') or '–')}</td>"
+        f"<td>{_a(urls.model_card(health['dataset'], e['version']), 'v' + e['version'])}</td>"
+        f"<td>{_E(_move(e))}</td>"
+        f"<td>{_E(e.get('approver') or '–')}</td><td class='small'>{_run_link(health['dataset'], e, urls)}</td>"
         f"<td class='small'>{_E(e.get('reason') or '')}</td>"
         f"<td>{_a(urls.mlflow_run(e['run_id']) if e.get('run_id') else None, 'audit run', external=True)}</td></tr>"
         for e in reversed(entries)
@@ -280,6 +293,28 @@ def _history(health: Mapping[str, Any], urls: PublicUrls) -> str:
         '<table id="history"><tr><th>#</th><th>when (UTC)</th><th>action</th><th>version</th><th>champion</th>'
         f"<th>approver</th><th>DAG run</th><th>reason</th><th></th></tr>{rows}</table>"
     )
+
+
+def _run_link(dataset: str, e: Mapping[str, Any], urls: PublicUrls) -> str:
+    """The DAG run of an audit entry as a link (rollbacks run in <ds>_rollback, the rest in <ds>_train)."""
+    if not e.get("dag_run"):
+        return "–"
+    dag_id = f"{dataset}_rollback" if e.get("action") == "rollback" else f"{dataset}_train"
+    return _a(urls.dag_run(dag_id, e["dag_run"]), e["dag_run"])
+
+
+def _folded(items: list[str], keep: int = 8) -> str:
+    """A list showing its first ``keep`` items, the rest folded under "n more"."""
+    if len(items) <= keep:
+        return "".join(items)
+    rest = f"<li><details><summary>{len(items) - keep} more</summary><ul>{''.join(items[keep:])}</ul></details></li>"
+    return "".join(items[:keep]) + rest
+
+
+def _move(e: Mapping[str, Any]) -> str:
+    """What an audit entry did to the champion ("v1 → v2"; a rejection leaves it: "stays v1")."""
+    frm, to = (f"v{x}" if x else "none" for x in (e.get("from_version"), e.get("to_version")))
+    return f"stays {frm}" if e.get("action") == "reject" or frm == to else f"{frm} → {to}"
 
 
 def _monitoring_table(health: Mapping[str, Any], urls: PublicUrls) -> str:
@@ -324,24 +359,30 @@ def _monitoring_table(health: Mapping[str, Any], urls: PublicUrls) -> str:
 
 
 def _reports(health: Mapping[str, Any], urls: PublicUrls) -> str:
-    gates = "".join(
-        f"<li>{_a(urls.report(g['html']), 'v' + g['version'])} {_badge(g.get('decision'))} "
-        f"<span class='small muted'>{_E(', '.join(g.get('failed') or []))}</span></li>"
-        for g in health["gate_reports"]
+    ds = health["dataset"]
+    gates = _folded(
+        [
+            f"<li>{_a(urls.report(g['html']), 'v' + g['version'])} {_badge(g.get('decision'))} "
+            f"{_a(urls.model_card(ds, g['version']), 'card')} "
+            f"<span class='small muted'>{_E(', '.join(g.get('failed') or []))}</span></li>"
+            for g in health["gate_reports"]
+        ]
     )
-    drift = "".join(
-        f"<li>{_a(urls.report(p['html']), p['day'])}</li>" for p in reversed(health["monitoring"]) if p.get("html")
+    drift = _folded(
+        [f"<li>{_a(urls.report(p['html']), p['day'])}</li>" for p in reversed(health["monitoring"]) if p.get("html")]
     )
-    docs = "".join(
-        f"<li>{_a(urls.report(d['docs']), d['day']) if d.get('docs') else _E(d['day'])} "
-        f"{_badge(d.get('status'))}"
-        + (
-            f" <span class='small muted'>{d['rows_quarantined']} rows quarantined</span>"
-            if d.get("rows_quarantined")
-            else ""
-        )
-        + "</li>"
-        for d in health["data_docs"]
+    docs = _folded(
+        [
+            f"<li>{_a(urls.report(d['docs']), d['day']) if d.get('docs') else _E(d['day'])} "
+            f"{_badge(d.get('status'))}"
+            + (
+                f" <span class='small muted'>{d['rows_quarantined']} rows quarantined</span>"
+                if d.get("rows_quarantined")
+                else ""
+            )
+            + "</li>"
+            for d in health["data_docs"]
+        ]
     )
     empty = '<li class="muted">none yet</li>'
     return (
@@ -375,7 +416,7 @@ def render_page(health: Mapping[str, Any], datasets: Sequence[str], urls: Public
 {err_html}
 <h2>Champion and challenger</h2>
 <div class="cards">{_model_card("Champion", health.get("champion"), ds, urls)}
-{_model_card("Challenger", health.get("challenger"), ds, urls)}</div>
+{_model_card("Challenger", health.get("challenger"), ds, urls, (health.get("champion") or {}).get("version"))}</div>
 <h2>Last gate decision</h2>
 {_gate(health, urls)}
 <h2>Promotion history</h2>

@@ -140,6 +140,7 @@ def validate_raw(
             spec, tables, (start, end), load_reference(spec, lake), partition=partition, docs_dir=docs_dir
         )
         if docs_dir:
+            validation.add_docs_context(docs_dir, split.report)
             split.report.docs_uri = validation.upload_dir(lake, docs_dir, f"{report_rel}/docs")
     finally:
         if docs_dir:

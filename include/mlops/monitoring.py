@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -573,7 +574,7 @@ def run_monitor(
         timings=timings,
     )
     lap("metrics")
-    html = script_safe_html(snapshot.get_html_str(as_iframe=False))
+    html = with_context(script_safe_html(snapshot.get_html_str(as_iframe=False)), spec, result)
     lap("html")
     save_reports(spec, lake, result, html=html, evidently_json=snapshot.json())
     lap("reports")
@@ -602,6 +603,41 @@ def script_safe_html(html: str) -> str:
         raise RuntimeError("Evidently's HTML has no inline data block where 0.7 writes it: cannot escape it")
     body = start + len(_DATA_BLOCK)
     return html[:body] + html[body:end].replace("<", "\\u003c") + html[end:]
+
+
+def with_context(html: str, spec: DatasetSpec, result: MonitorResult) -> str:
+    """Evidently's page with a title and a header saying what it is: dataset, window, champion version, the
+    figures the retrain policy acts on against their limits, how Evidently's own headline and prediction-drift
+    figure relate to them, and a link back to Model health (a new tab: the report is served sandboxed)."""
+    import html as h
+
+    m, lim = result.metrics, spec.monitoring
+
+    def fig(key: str) -> str:
+        v = m.get(key)
+        return "–" if v is None else f"{v:.3f}"
+
+    title = f"Drift report: {spec.name} {result.window_start}..{result.window_end}, champion v{result.model_version}"
+    header = (
+        '<div id="mlops-context" style="font-family:system-ui,sans-serif;margin:1rem 1.5rem;padding:.8rem 1rem;'
+        'border:1px solid #d0d7de;border-radius:6px;background:#f6f8fa;color:#1f2328">'
+        f"<h1 style='font-size:1.3rem;margin:0 0 .4rem'>{h.escape(title)}</h1>"
+        f"<p style='margin:.2rem 0'>{len(result.days)} validated days, scored by the champion "
+        f"v{h.escape(str(result.model_version))}. The retrain policy acts on: prediction drift "
+        f"<b>{fig('prediction_drift')}</b> (limit {lim.max_prediction_drift}), importance-weighted drift "
+        f"<b>{fig('weighted_drift')}</b> (limit {lim.max_weighted_drift}), and on labelled rows ROC AUC "
+        f"<b>{fig('roc_auc')}</b> / Brier <b>{fig('brier')}</b> against the champion at training.</p>"
+        "<p style='margin:.2rem 0;font-size:.9rem;color:#656d76'>Evidently's headline below (the share of "
+        f"drifted columns, here {fig('drift_share')}) is recorded but never triggers a retrain: a week of "
+        "seasonal data always drifts against a quarter. Its prediction column drift is the Wasserstein distance "
+        "divided by the reference's standard deviation (normed); the policy's prediction drift above is the "
+        "same distance in probability units, so the two figures differ by that factor.</p>"
+        f"<p style='margin:.2rem 0'><a href='/mlops/health/{h.escape(spec.name)}' target='_blank' "
+        "rel='noopener'>Model health</a></p></div>"
+    )
+    html = re.sub(r"<title>.*?</title>", f"<title>{h.escape(title)}</title>", html, count=1, flags=re.S)
+    at = html.find("<body>")
+    return html[: at + 6] + header + html[at + 6 :] if at >= 0 else header + html
 
 
 def save_reports(spec: DatasetSpec, lake: Lake, result: MonitorResult, *, html: str, evidently_json: str) -> None:

@@ -40,14 +40,15 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from include.mlops.config import DatasetSpec
-from include.mlops.training import artifact_location, default_tracking_uri
+from include.mlops.tracking import artifact_location, ensure_experiment
+from include.mlops.tracking import client as _client
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-ACTIONS = ("promote", "reject", "rollback")
+ACTIONS = ("promote", "reject", "rollback", "external")  # external: moved outside the pipeline
 LOCK_TIMEOUT_SECONDS = 60.0
 LOCK_STALE_SECONDS = 300.0
 _MAX_TEXT = 5000  # MLflow caps tag values at 5000 characters (params at 6000)
@@ -55,6 +56,7 @@ _KEY_TAGS = (
     "gate.decision",
     "gate.reasons",
     "gate.report_uri",
+    "gate.report_path",
     "rejected_reasons",
     "previous_champion",
     "promoted_at",
@@ -63,6 +65,9 @@ _KEY_TAGS = (
     "candidate",
     "threshold",
     "git_sha",
+    "window_start",
+    "window_end",
+    "trained_because",
 )
 
 
@@ -95,13 +100,6 @@ class AuditEntry:
 
 
 # -- helpers -------------------------------------------------------------------------------------------
-def _client(tracking_uri: str | None) -> MlflowClient:
-    from mlflow import MlflowClient
-
-    uri = tracking_uri or default_tracking_uri()
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
 def _norm(version: str | int) -> str:
     v = str(version).strip().removeprefix("v")
     if not v.isdigit():
@@ -137,20 +135,12 @@ def audit_experiment(spec: DatasetSpec) -> str:
 
 
 def _audit_experiment_id(client: MlflowClient, spec: DatasetSpec, *, create: bool) -> str | None:
-    from mlflow.exceptions import MlflowException
 
     name = audit_experiment(spec)
-    exp = client.get_experiment_by_name(name)
-    if exp is None and create:
+    if create:
         location = artifact_location(client.tracking_uri, name)
-        try:
-            return client.create_experiment(name, artifact_location=location, tags={"dataset": spec.name})
-        except MlflowException:  # created concurrently
-            exp = client.get_experiment_by_name(name)
-            if exp is None:
-                raise
-    if exp is not None and exp.lifecycle_stage == "deleted" and create:
-        client.restore_experiment(exp.experiment_id)
+        return ensure_experiment(client, name, location, tags={"dataset": spec.name})
+    exp = client.get_experiment_by_name(name)
     return exp.experiment_id if exp is not None else None
 
 
@@ -265,10 +255,12 @@ def _record(
     dag_run: str | None,
     approver: str | None,
     apply: Any,
+    from_version: str | None = None,
 ) -> AuditEntry:
     """Under the lock: write the entry (RUNNING), verify its sequence number, ``apply()`` the change, finish.
 
-    ``to_version`` None means the champion does not change.
+    ``to_version`` None means the champion does not change; ``from_version`` overrides the champion read from
+    the alias (an external move records the champion the history knew, not the alias it found).
     """
     from mlflow.entities import Param, RunTag
 
@@ -282,7 +274,7 @@ def _record(
         "audit.seq": str(seq),
         "audit.action": action,
         "audit.version": version,
-        "audit.from": champion or "",
+        "audit.from": (from_version if from_version is not None else champion) or "",
         "audit.to": (to_version if to_version is not None else champion) or "",
         "audit.when": when,
         "audit.reason": (reason or "")[:_MAX_TEXT],
@@ -308,7 +300,27 @@ def _record(
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
-    return _entry(client.get_run(run_id))
+    entry = _entry(client.get_run(run_id))
+    _after_event(client, spec, entry)
+    return entry
+
+
+def _after_event(client: MlflowClient, spec: DatasetSpec, entry: AuditEntry) -> None:
+    """Name the version's training run by its outcome and re-render its model card (approver, history)."""
+    from include.mlops import lineage
+
+    try:
+        mv = client.get_model_version(spec.name, entry.version)
+        outcome = {"promote": "champion", "rollback": "champion (rollback)", "reject": "rejected"}.get(
+            entry.action, entry.action
+        )
+        name = client.get_run(mv.run_id).data.tags.get("mlflow.runName", "")
+        client.set_tag(mv.run_id, "mlflow.runName", f"{name.split(' (')[0]} ({outcome})")
+        lineage.log_model_card(spec, entry.version, client.tracking_uri)
+    except Exception as exc:  # the alias moved and the entry is written: a card must not undo that
+        import logging
+
+        logging.getLogger(__name__).warning("model card of %s v%s not updated: %s", spec.name, entry.version, exc)
 
 
 def _note(fields: dict[str, str]) -> str:
@@ -411,6 +423,8 @@ def reject(
             "rejected_by": approver or "pipeline",
         }.items():
             client.set_model_version_tag(spec.name, version, k, v)
+        if _alias_version(client, spec.name, CHALLENGER) == version:
+            client.delete_registered_model_alias(spec.name, CHALLENGER)  # a rejected version is no challenger
 
     with registry_lock(spec, client.tracking_uri):
         # a retried reject task (same version, same DAG run) returns its entry instead of writing a second one
@@ -492,6 +506,48 @@ def rollback(
         )
 
 
+def reconcile_aliases(spec: DatasetSpec, tracking_uri: str | None = None) -> AuditEntry | None:
+    """Detect a ``champion`` alias moved outside the pipeline (MLflow UI, API): when the alias differs from the
+    champion the audit history ends with, record the move as an ``external`` entry (from the audited champion to
+    the alias's version, approver unknown) and return it, so history, ``champion_at`` and rollback see it; None
+    when they agree. The caller alerts. A deleted alias is recorded the same way (``to`` none)."""
+    client = _client(tracking_uri)
+    with registry_lock(spec, client.tracking_uri):
+        entries = history(spec, client.tracking_uri)
+        audited = entries[-1].to_version if entries else None
+        actual = _alias_version(client, spec.name, CHAMPION)
+        if actual == audited:
+            return None
+
+        def apply(seq: int, champion: str | None) -> None:
+            tags = {
+                "champion.since": _now(),
+                "champion.action": "external",
+                "champion.audit_seq": str(seq),
+                "previous_champion": audited or "none",
+                "promoted_by": "unknown (outside the pipeline)",
+            }
+            for k, v in tags.items() if actual else ():
+                client.set_model_version_tag(spec.name, actual, k, v)
+
+        why = (
+            f"champion alias found on {_v(actual)} while the audit history ends with {_v(audited)}: "
+            "moved outside the pipeline (MLflow UI or API), bypassing the gate and approval"
+        )
+        return _record(
+            client,
+            spec,
+            action="external",
+            version=actual or (audited or "0"),
+            to_version=actual or "",
+            from_version=audited or "",
+            reason=why,
+            dag_run=None,
+            approver=None,
+            apply=apply,
+        )
+
+
 # -- queries -------------------------------------------------------------------------------------------
 def history(spec: DatasetSpec, tracking_uri: str | None = None) -> list[AuditEntry]:
     """Every completed registry event of the dataset, oldest first."""
@@ -529,9 +585,13 @@ def _describe(client: MlflowClient, name: str, version: str | None) -> dict[str,
     if version is None:
         return None
     mv = client.get_model_version(name, version)
-    metrics = {}
+    try:  # metrics are the training run's metrics (the version carries only the monitor's baseline as tags)
+        run_metrics = client.get_run(mv.run_id).data.metrics
+    except Exception:
+        run_metrics = {}
+    metrics = {k: float(v) for k, v in run_metrics.items() if k.startswith(("test_", "valid_"))}
     for k, v in mv.tags.items():
-        if k.startswith(("test_", "valid_")):
+        if k.startswith(("test_", "valid_")) and k not in metrics:
             with suppress(ValueError):
                 metrics[k] = float(v)
     return {

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -83,9 +82,9 @@ class ScoringModel:
 
 
 def _client(tracking_uri: str) -> Any:
-    from mlflow import MlflowClient
+    from include.mlops import tracking
 
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    return tracking.client(tracking_uri)
 
 
 def _resolve(client: Any, spec: DatasetSpec, model_uri: str) -> tuple[str, str | None, Any]:
@@ -147,25 +146,10 @@ def load_model(spec: DatasetSpec, model_uri: str | None = None, *, tracking_uri:
 
 
 def _load(model_uri: str, tracking_uri: str, spec: DatasetSpec) -> tuple[Any, list[str]]:
-    import mlflow.artifacts
-    from mlflow.models import Model
+    from include.mlops import tracking
 
-    artifact_uri = model_uri
-    if model_uri.startswith("models:/"):
-        # Where the version's files live, asked of THIS registry: MLflow's own models:/ resolution inside
-        # download_artifacts consults the process-wide registry (MLFLOW_TRACKING_URI), not the URI passed in,
-        # so a caller pointing at another server (a test, a tool) would get that registry's version.
-        name, _, version = model_uri.removeprefix("models:/").strip("/").partition("/")
-        artifact_uri = _client(tracking_uri).get_model_version_download_uri(name, version)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=tmp, tracking_uri=tracking_uri)
-        info = Model.load(local)
-        model = load_model_dir(local)
-    if info.signature is not None and info.signature.inputs is not None:
-        features = list(info.signature.inputs.input_names())
-    else:
-        features = list(getattr(model, "feature_names_in_", spec.feature_names))
-    return model, features
+    with tracking.open_model(model_uri, tracking_uri) as (model, info, _size):
+        return model, tracking.input_features(model, info, spec.feature_names)
 
 
 ALLOW_PICKLE_ENV = "MLOPS_ALLOW_PICKLE_MODELS"

@@ -23,6 +23,11 @@ import pandas as pd
 
 from include.mlops.config import CandidateSpec, DatasetSpec, spec_hash
 from include.mlops.features import feature_columns
+from include.mlops.tracking import (  # MLflow access lives in tracking.py; these names stay importable here
+    artifact_location,
+    default_tracking_uri,
+    ensure_experiment,
+)
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -30,6 +35,8 @@ if TYPE_CHECKING:
     from include.mlops.storage import Lake
 
 CHALLENGER = "challenger"
+VERSION_TAGS = ("dataset", "feature_version", "spec_hash", "git_sha", "git_dirty", "trained_because", "retrain_of")
+BASELINE_METRICS = ("test_roc_auc", "test_brier")  # also tagged on the version: the monitor's baseline
 SELECTION_METRIC = "roc_auc"  # validation metric that picks the search trial and the best candidate
 PERMUTATION_ROWS = 2000
 PERMUTATION_REPEATS = 3
@@ -356,31 +363,6 @@ class TrainingResult:
         return asdict(self)
 
 
-def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI``, else SQLite beside a local lake (``<lake>/../mlflow.db``, as scripts/env.sh)."""
-    from include.mlops.storage import DEFAULT_ROOT, data_root
-
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    root = data_root()
-    local = "://" not in root or root.startswith("file://")
-    lake = Path(root.removeprefix("file://")) if local else DEFAULT_ROOT
-    return f"sqlite:///{lake.resolve().parent / 'mlflow.db'}"
-
-
-def artifact_location(tracking_uri: str, experiment: str, artifact_root: str | None = None) -> str | None:
-    """Where the experiment's artifacts go: ``artifact_root`` (or ``MLOPS_MLFLOW_ARTIFACT_ROOT``), else
-    ``mlflow-artifacts`` beside a SQLite database; None for a tracking server (it proxies artifacts)."""
-    root = artifact_root or os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT")
-    if root is None and tracking_uri.startswith("sqlite:///"):
-        root = str(Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlflow-artifacts")
-    if root is None:
-        return None
-    if "://" not in root:
-        return (Path(root).resolve() / experiment).as_uri()
-    return f"{root.rstrip('/')}/{experiment}"
-
-
 def git_sha() -> str:
     """The repository's HEAD commit (``MLOPS_GIT_SHA`` wins), or 'unknown' outside a git checkout."""
     if os.environ.get("MLOPS_GIT_SHA"):
@@ -407,23 +389,6 @@ def git_sha() -> str:
     except (OSError, IndexError):
         pass
     return "unknown"
-
-
-def ensure_experiment(client: Any, name: str, location: str | None) -> str:
-    """The id of experiment ``name`` (created with ``location`` if missing, restored if deleted; race-safe)."""
-    from mlflow.exceptions import MlflowException
-
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        try:
-            return client.create_experiment(name, artifact_location=location)
-        except MlflowException:  # created concurrently by another run
-            exp = client.get_experiment_by_name(name)
-            if exp is None:
-                raise
-    if exp.lifecycle_stage == "deleted":
-        client.restore_experiment(exp.experiment_id)
-    return exp.experiment_id
 
 
 def _data_digest(df: pd.DataFrame) -> str:
@@ -544,17 +509,24 @@ def train_candidates(
     artifact_root: str | None = None,
     feature_version: str | None = None,
     feature_uri: str | None = None,
+    inputs: Mapping[str, Any] | None = None,
+    trigger: Mapping[str, Any] | None = None,
+    retrain_of: str | None = None,
 ) -> TrainingResult:
     """Search every candidate under one MLflow parent run (a nested run each), register the best model as a
     new version of ``spec.name`` with alias ``challenger``; returns ids, metrics and the chosen threshold.
 
     ``feature_version`` / ``feature_uri`` default to ``features_df.attrs`` (set by ``read_feature_table``),
-    else to a hash of the frame's content.
+    else to a hash of the frame's content. Lineage (``lineage/lineage.json`` and ``lineage/spec.yaml`` on the
+    run, see :mod:`include.mlops.lineage`): ``inputs`` = :func:`features.feature_inputs` of the table (its
+    validated partitions and their sha256), ``trigger`` = :func:`lineage.trigger` (why this run happened),
+    ``retrain_of`` = the version whose recorded inputs this run repeats.
     """
     import mlflow
     import mlflow.sklearn
-    from mlflow import MlflowClient
     from mlflow.models import infer_signature
+
+    from include.mlops import lineage, tracking
 
     t0 = time.perf_counter()
     seed = spec.training.seed if seed is None else seed
@@ -570,25 +542,48 @@ def train_candidates(
     parts = {"train": search.train, "valid": search.valid, "test": search.test}
     split = {n: _split_info(d, spec) for n, d in parts.items()}
 
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client = tracking.client(tracking_uri)
     exp_id = ensure_experiment(client, experiment, artifact_location(tracking_uri, experiment, artifact_root))
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    window = f"{split['train']['start']}..{split['test']['end']}"
     run_tags = {
         "dataset": spec.name,
         "feature_version": feature_version,
-        "data_hash": feature_version,
         "spec_hash": s_hash,
         "git_sha": sha,
         "mlflow.source.git.commit": sha,
+        "trained_because": lineage.trigger_summary(trigger)[:250],
+        **({"retrain_of": str(retrain_of)} if retrain_of else {}),
         **{k: str(v) for k, v in (tags or {}).items()},
     }
+    record = lineage.training_record(
+        spec,
+        inputs=inputs,
+        trigger_=trigger,
+        feature_version=feature_version,
+        feature_uri=feature_uri,
+        split=split,
+        params={
+            "seed": seed,
+            "search_iterations": iterations,
+            "selection_metric": SELECTION_METRIC,
+            "max_fit_rows": spec.training.max_fit_rows,
+        },
+        candidates=list(search.candidates),
+        git_sha=sha,
+        spec_hash=s_hash,
+        retrain_of=retrain_of,
+    )
+    run_tags["git_dirty"] = str(record["code"]["git_dirty"]).lower()
     cols = feature_columns(spec)
     candidate_runs: dict[str, str] = {}
     with (
         warnings.catch_warnings(),
-        mlflow.start_run(experiment_id=exp_id, run_name=f"train-{feature_version[:8]}", tags=run_tags) as parent,
+        tracking.using(tracking_uri),  # the fluent API below, without leaving the URI set for the process
+        tracking.mlflow_output_as_info(),
+        mlflow.start_run(experiment_id=exp_id, run_name=f"train {window}", tags=run_tags) as parent,
     ):
+        mlflow.log_dict(record, lineage.LINEAGE_ARTIFACT)
+        mlflow.log_text(lineage.spec_text(spec), lineage.SPEC_ARTIFACT)
         # MLflow hints that int columns cannot hold NaN; build_features guarantees int features have none.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         dataset = mlflow.data.from_pandas(
@@ -657,18 +652,20 @@ def train_candidates(
         version = str(info.registered_model_version)
 
     found = search.candidates
+    # A short set on the version: what to filter and act on. Metrics live on the run (as metrics), lineage in
+    # its lineage.json; the two test metrics the monitor compares against stay as tags (its baseline).
     version_tags = {
-        **run_tags,
+        **{k: v for k, v in run_tags.items() if k in VERSION_TAGS or k.startswith(("airflow.", "window_"))},
         "candidate": best.name,
         "threshold": f"{best.threshold:.6f}",
         "reference_uri": reference_uri,
-        "parent_run_id": parent.info.run_id,
-        **{k: f"{v:.6f}" for k, v in metrics.items()},
+        **{k: f"{metrics[k]:.6f}" for k in BASELINE_METRICS},
     }
-    version_tags.pop("mlflow.source.git.commit")
     for k, v in version_tags.items():
         client.set_model_version_tag(spec.name, version, k, v)
     client.set_registered_model_alias(spec.name, CHALLENGER, version)
+    client.set_tag(parent.info.run_id, "mlflow.runName", f"train {window} -> v{version} {best.name} (challenger)")
+    lineage.log_model_card(spec, version, tracking_uri)
 
     return TrainingResult(
         dataset=spec.name,
@@ -696,10 +693,9 @@ def train_candidates(
 # -- planning: which window to train on, and whether a scheduled run is due ----------------------------------
 def last_trained_window_end(spec: DatasetSpec, tracking_uri: str | None = None) -> date | None:
     """The latest ``window_end`` tagged on any registered version of ``spec.name`` (None before the first)."""
-    from mlflow import MlflowClient
+    from include.mlops import tracking
 
-    uri = tracking_uri or default_tracking_uri()
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client = tracking.client(tracking_uri)
     ends = []
     for v in client.search_model_versions(f"name='{spec.name}'"):
         end = (v.tags or {}).get("window_end")
@@ -708,12 +704,14 @@ def last_trained_window_end(spec: DatasetSpec, tracking_uri: str | None = None) 
     return max(ends) if ends else None
 
 
-def retrain_request_reason(requests: Iterable[Mapping[str, Any] | None], last_end: date | None) -> str | None:
-    """The reason to train now from the monitor's retrain requests (Asset event extras ``{"day", "triggers"}``),
-    or None when none is fresh. A request is stale when its ``day`` is not after ``last_end``, the window end of
-    the last registered version: that training already covered the day it complained about (the scheduler
-    replaying old Asset events, e.g. after ``make demo``, must not train again). A request without a day counts
-    as fresh (nothing says it was answered)."""
+def fresh_retrain_request(
+    requests: Iterable[Mapping[str, Any] | None], last_end: date | None
+) -> Mapping[str, Any] | None:
+    """The latest of the monitor's retrain requests (Asset event extras ``{"day", "triggers", "decision_uri"}``)
+    that is fresh, or None. A request is stale when its ``day`` is not after ``last_end``, the window end of the
+    last registered version: that training already covered the day it complained about (the scheduler replaying
+    old Asset events, e.g. after ``make demo``, must not train again). A request without a day counts as fresh
+    (nothing says it was answered)."""
     fresh = []
     for r in requests:
         r = r or {}
@@ -721,9 +719,15 @@ def retrain_request_reason(requests: Iterable[Mapping[str, Any] | None], last_en
         if day and last_end is not None and date.fromisoformat(str(day)[:10]) <= last_end:
             continue
         fresh.append(r)
-    if not fresh:
+    return fresh[-1] if fresh else None
+
+
+def retrain_request_reason(requests: Iterable[Mapping[str, Any] | None], last_end: date | None) -> str | None:
+    """The reason to train now from the monitor's retrain requests, or None when none is fresh
+    (:func:`fresh_retrain_request`)."""
+    r = fresh_retrain_request(requests, last_end)
+    if r is None:
         return None
-    r = fresh[-1]
     on = f" on {r['day']}" if r.get("day") else ""
     return f"retrain requested by the monitor{on}: {', '.join(r.get('triggers') or []) or 'no trigger named'}"
 

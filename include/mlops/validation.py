@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
@@ -929,6 +930,40 @@ def published_frame(df: pd.DataFrame, declared: TableSpec, instants: dict[str, p
 def docs_tempdir() -> str:
     """A local folder to build one batch's Data Docs in before they are copied into the lake."""
     return tempfile.mkdtemp(prefix="gx-docs-")
+
+
+def add_docs_context(local_dir: str, report: ValidationReport) -> None:
+    """Head the Data Docs index (``index.html`` in ``local_dir``) with what it is about: dataset, day, verdict,
+    rows in / valid / quarantined per table, the failed expectations, and a link to Model health (a new tab: the
+    docs are served sandboxed). Every value is escaped."""
+    import html as h
+
+    index = Path(local_dir) / "index.html"
+    if not index.exists():
+        return
+    rows = "".join(
+        f"<tr><td>{h.escape(t)}</td><td>{n}</td><td>{report.rows_valid.get(t, 0)}</td>"
+        f"<td>{report.rows_quarantined.get(t, 0)}</td></tr>"
+        for t, n in report.rows_in.items()
+    )
+    failed = "".join(f"<li>{h.escape(o.describe())}</li>" for o in report.critical_failures + report.warnings)
+    day = report.partition.removeprefix("date=")
+    header = (
+        '<div id="mlops-context" style="font-family:system-ui,sans-serif;margin:1rem 1.5rem;padding:.8rem 1rem;'
+        'border:1px solid #d0d7de;border-radius:6px;background:#f6f8fa;color:#1f2328">'
+        f"<h1 style='font-size:1.3rem;margin:0 0 .4rem'>Validation of {h.escape(report.dataset)} {h.escape(day)}: "
+        f"{h.escape(report.status)}</h1>"
+        "<table style='border-collapse:collapse'><tr><th>table</th><th>rows in</th><th>valid</th>"
+        f"<th>quarantined</th></tr>{rows}</table>"
+        + (f"<ul>{failed}</ul>" if failed else "<p>every expectation passed</p>")
+        + f"<p><a href='/mlops/health/{h.escape(report.dataset)}' target='_blank' rel='noopener'>Model health</a>"
+        " · the GX pages below load their styles from a CDN and look plain without internet</p></div>"
+    )
+    text = index.read_text(encoding="utf-8")
+    at = text.find("<body>")
+    text = text[: at + 6] + header + text[at + 6 :] if at >= 0 else header + text
+    title = f"<title>Data Docs: {h.escape(report.dataset)} {h.escape(day)}</title>"
+    index.write_text(re.sub(r"<title>.*?</title>", title, text, count=1, flags=re.S), encoding="utf-8")
 
 
 def upload_dir(lake, local_dir: str, rel: str) -> str:

@@ -137,6 +137,9 @@ def test_audit_history(scenario):
     assert all(e.dag_run for e in scenario["history"])
 
 
-def test_gate_reports_in_the_lake(scenario, validated_january):
+def test_gate_reports_in_the_lake(scenario, validated_january, client):
     for v in ("1", "2", "3"):
-        assert validated_january.exists(f"reports/gate/flights/v{v}/gate.html"), v
+        mv = client.get_model_version("flights", v)
+        # keyed by the version's run id too, so a second MLflow store's v1 never overwrites this one
+        assert mv.tags["gate.report_path"] == f"reports/gate/flights/v{v}-{mv.run_id[:8]}/gate.html"
+        assert validated_january.exists(mv.tags["gate.report_path"]), v

@@ -23,6 +23,13 @@ def train_run(airflow_db, validated_january, module_mlflow):
     return dag.test(logical_date=datetime(2013, 1, 25, tzinfo=UTC), run_conf=conf)
 
 
+def _trained_version(client):
+    """The version the run registered (the module's MLflow DB is fresh: the only one). It keeps alias
+    ``challenger`` only if the gate passed it: a rejected version loses it."""
+    (mv,) = client.search_model_versions("name='flights'")
+    return mv
+
+
 def test_train_run_succeeds(train_run):
     assert str(train_run.state).rsplit(".", 1)[-1].lower() == "success"
     tis = {ti.task_id: str(ti.state).rsplit(".", 1)[-1].lower() for ti in train_run.get_task_instances()}
@@ -35,7 +42,7 @@ def test_train_run_succeeds(train_run):
 def test_feature_table_materialised(train_run, validated_january, module_mlflow):
     from mlflow import MlflowClient
 
-    mv = MlflowClient(tracking_uri=module_mlflow).get_model_version_by_alias("flights", "challenger")
+    mv = _trained_version(MlflowClient(tracking_uri=module_mlflow))
     m = validated_january.manifest("features", "flights", f"version={mv.tags['feature_version']}")
     assert m is not None, "the feature table the model was trained on is not in the lake"
     assert m.rows > 15_000  # 21 real days of departures
@@ -48,10 +55,13 @@ def test_mlflow_runs_metrics_artifacts_and_challenger(train_run):
 
     uri = os.environ["MLFLOW_TRACKING_URI"]
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    mv = client.get_model_version_by_alias("flights", "challenger")
+    mv = _trained_version(client)
     assert mv.tags["window_end"] == WINDOW_END.isoformat()
     assert mv.tags["airflow.dag_id"] == "flights_train"
     assert mv.tags["airflow.run_id"] == train_run.run_id
+    assert ("challenger" in mv.aliases) == (mv.tags["gate.decision"] == "passed")  # a rejected one loses it
+    assert mv.tags["trained_because"].startswith("manual")
+    assert client.list_artifacts(mv.run_id, "lineage")  # lineage.json + spec.yaml (tests/unit/test_lineage.py)
     parent = client.get_run(mv.run_id)
     for metric in ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier", "test_f1"):
         assert metric in parent.data.metrics, metric

@@ -84,6 +84,7 @@ class Stack:
     runs: dict
     home: Path
     outside_secret: str
+    gate: str  # v1's gate report folder in the lake: reports/gate/flights/v1-<run id prefix>
 
     def token(self) -> str:
         req = urllib.request.Request(
@@ -202,9 +203,12 @@ def stack(airflow_db, source_db, nyc, spec, module_mlflow, tmp_path_factory):  #
         secret = f"outside-the-lake-{secrets.token_hex(8)}"
         outside = tmp / "outside.html"
         outside.write_text(secret)
-        os.symlink(outside, root / "reports" / "gate" / "flights" / "v1" / "leak.html")
+        # the gate folder of v1 is keyed by its training run too (v1-<run id prefix>: evaluation.report_dir)
+        (gate_dir,) = [d for d in os.listdir(root / "reports" / "gate" / "flights") if d.startswith("v1-")]
+        os.symlink(outside, root / "reports" / "gate" / "flights" / gate_dir / "leak.html")
         _wait_ready(proc, f"http://127.0.0.1:{port}", home / "api-server.log")
-        yield Stack(f"http://127.0.0.1:{port}", USER, password, lake, runs, home, secret)
+        gate = f"reports/gate/flights/{gate_dir}"
+        yield Stack(f"http://127.0.0.1:{port}", USER, password, lake, runs, home, secret, gate)
     finally:
         _stop(proc)
         os.environ["MLOPS_DATA_ROOT"] = old_root

@@ -181,7 +181,7 @@ def test_links_of_each_task(lake):
             },
         ),
         ("train", "promote"): (
-            {"version": "3", "to_version": "3", "run_id": "r1"},
+            {"version": "3", "to_version": "3", "run_id": "r1", "gate_report_uri": gate},  # promote adds the gate's
             {
                 "Model version": URLS.model_version("flights", 3),
                 "MLflow run": "http://mlflow:5000/#/runs/r1",
@@ -291,6 +291,33 @@ def test_page_escapes_every_value():
     assert evil not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert page.count("<script>") == 1  # only the page's own framed-links helper
+
+
+def test_page_links_runs_and_cards_and_folds_long_lists():
+    from include.mlops.health_html import render_page
+
+    def entry(seq, action, version, frm, to, run):
+        when = "2013-03-01T00:00:00+00:00"
+        return {"seq": seq, "action": action, "version": version, "from_version": frm, "to_version": to,
+                "when": when, "reason": "r", "dag_run": run, "approver": None, "run_id": "a"}  # fmt: skip
+
+    history = [entry(1, "promote", "1", None, "1", "manual__1"), entry(2, "reject", "2", "1", "1", "asset__2"),
+               entry(3, "rollback", "1", "1", "1", "manual__3")]  # fmt: skip
+    docs = [{"day": f"2013-01-{d:02d}", "status": "passed", "docs": None} for d in range(1, 21)]
+    tags = {"window_start": "2013-01-04", "window_end": "2013-01-24", "trained_because": "manual by ana"}
+    champion = {"version": "1", "run_id": "r1", "created": "2013", "tags": tags, "metrics": {}}
+    page = render_page(
+        _health(history=history, data_docs=docs, champion=champion, challenger=dict(champion)), ["flights"], URLS
+    )
+    assert 'href="http://airflow:8080/dags/flights_train/runs/manual__1"' in page  # DAG runs are links
+    assert 'href="http://airflow:8080/dags/flights_rollback/runs/manual__3"' in page
+    assert "stays v1" in page  # a rejection, not "v1 → v1"
+    assert "v1 → v1" not in page
+    assert 'href="http://airflow:8080/mlops/card/flights/2"' in page  # every version has its card
+    assert "the champion itself: no open challenger" in page  # one version, one card
+    assert "<summary>12 more</summary>" in page  # 20 Data Docs days: 8 shown, the rest folded
+    assert "data 2013-01-04 .. 2013-01-24" in page  # the data the champion was trained on
+    assert "trained: manual by ana" in page
 
 
 def test_page_plots_monitoring_with_retrain_markers():

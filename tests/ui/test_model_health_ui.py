@@ -33,10 +33,12 @@ def _links(stack, token: str, dag_id: str, run_id: str, task_id: str) -> dict:
         "/mlops/health/",
         "/mlops/health/flights",
         "/mlops/api/health/flights",
-        "/mlops/reports/gate/flights/v1/gate.html",
+        "/mlops/{gate}/gate.html",
+        "/mlops/card/flights/1",
     ],
 )
 def test_plugin_refuses_requests_without_a_valid_token(stack, path):
+    path = path.format(gate=stack.gate)
     status, body, _ = stack.get(path)
     assert status == 401, body
     status, body, _ = stack.get(path, token="not-a-jwt")
@@ -45,8 +47,9 @@ def test_plugin_refuses_requests_without_a_valid_token(stack, path):
     assert b"Model health" not in body
 
 
-@pytest.mark.parametrize("path", ["/mlops/health/flights", "/mlops/reports/gate/flights/v1/gate.html?x=1"])
+@pytest.mark.parametrize("path", ["/mlops/health/flights", "/mlops/{gate}/gate.html?x=1"])
 def test_an_anonymous_browser_lands_on_the_login_page_and_an_api_client_gets_401(stack, path):
+    path = path.format(gate=stack.gate)
     browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
     status, body, headers = stack.get(path, accept=browser)
     assert status == 303, body
@@ -73,7 +76,7 @@ def test_plugin_serves_health_json_with_a_bearer_token(stack):
 @pytest.mark.parametrize(
     "path",
     [
-        "/mlops/reports/gate/flights/v1/../../../../../etc/passwd",
+        "/mlops/{gate}/../../../../../etc/passwd",
         "/mlops/reports/../../../etc/passwd",
         "/mlops/reports/gate/flights/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
         "/mlops/reports/gate%2fflights%2f..%2f..%2f..%2f..%2fetc%2fpasswd",
@@ -81,11 +84,12 @@ def test_plugin_serves_health_json_with_a_bearer_token(stack):
         "/mlops/reports//etc/passwd",
         "/mlops/reports/%2Fetc%2Fpasswd",
         "/mlops/reports/../validated/flights/date=2013-01-01/_manifest.json",
-        "/mlops/reports/gate/flights/v1/leak.html",  # a symlink to a file outside the lake
+        "/mlops/{gate}/leak.html",  # a symlink to a file outside the lake
         "/mlops/reports/gate/nosuchdataset/v1/gate.html",
     ],
 )
 def test_nothing_outside_the_lake_reports_is_served(stack, path):
+    path = path.replace("{gate}", stack.gate)
     status, body, _ = stack.get(path, stack.token())
     assert status in (400, 404), (status, body[:200])
     assert stack.outside_secret.encode() not in body
@@ -103,7 +107,7 @@ def test_extra_links_come_from_the_tasks_results(stack):
     assert re.fullmatch(r"http://127\.0\.0\.1:5000/#/experiments/\d+/runs/[0-9a-f]{32}", train["MLflow run"])
     assert train["Model version"] == "http://127.0.0.1:5000/#/models/flights/versions/1"
     evaluate = _links(stack, token, "flights_train", runs["train"].run_id, "evaluate")
-    assert evaluate["Gate report"] == "/mlops/reports/gate/flights/v1/gate.html"
+    assert evaluate["Gate report"] == f"/mlops/{stack.gate}/gate.html"
     promote = _links(stack, token, "flights_train", runs["train"].run_id, "promote")
     assert promote["Model version"].endswith("/versions/1")
     monitor = _links(stack, token, "flights_monitor", runs["monitor 2013-01-24"].run_id, "monitor")
@@ -126,20 +130,20 @@ def test_extra_links_come_from_the_tasks_results(stack):
 
 
 def test_a_signed_report_url_opens_only_its_own_folder(stack):
-    _, _, headers = stack.get("/mlops/reports/gate/flights/v1/gate.html", stack.token())
+    _, _, headers = stack.get(f"/mlops/{stack.gate}/gate.html", stack.token())
     token = headers["location"].split("/")[3]
-    assert stack.get(f"/mlops/r/{token}/reports/gate/flights/v1/gate.json")[0] == 200  # same folder
+    assert stack.get(f"/mlops/r/{token}/{stack.gate}/gate.json")[0] == 200  # same folder
     for other in (
         "reports/gx/flights/date=2013-01-24/docs/index.html",  # another report
-        "reports/gate/flights/v1/leak.html",  # a symlink out of the lake, in the signed folder
+        f"{stack.gate}/leak.html",  # a symlink out of the lake, in the signed folder
     ):
         status, body, _ = stack.get(f"/mlops/r/{token}/{other}")
         assert status in (400, 403), (other, status)
         assert stack.outside_secret.encode() not in body
     forged = token.split(".")[0] + "." + "A" * 43
-    assert stack.get(f"/mlops/r/{forged}/reports/gate/flights/v1/gate.html")[0] == 403
+    assert stack.get(f"/mlops/r/{forged}/{stack.gate}/gate.html")[0] == 403
     later = f"{int(token.split('.')[0]) + 3600}.{token.split('.')[1]}"  # a longer life is another signature
-    assert stack.get(f"/mlops/r/{later}/reports/gate/flights/v1/gate.html")[0] == 403
+    assert stack.get(f"/mlops/r/{later}/{stack.gate}/gate.html")[0] == 403
 
 
 # -- the browser ---------------------------------------------------------------------------------------------
@@ -201,13 +205,49 @@ def test_model_health_view_in_the_navigation(stack, page, shots):
     shots(page, "model-health-full")
 
 
+def test_model_card_opens_from_model_health(stack, page, shots, spec):
+    """The champion's card, from the Model health view inside the UI: what it was built from, why, how the gate
+    judged it, who approved it; served sandboxed like a report, long lists folded."""
+    page.goto(f"{stack.url}/plugin/model-health")
+    frame = page.frame_locator("iframe")
+    frame.locator('[data-role="champion"]').get_by_role("link", name="model card").click()
+    frame.locator("h1").filter(has_text="Model card: flights v1").wait_for()
+    assert frame.locator("#status").inner_text() == "champion"
+    body = frame.locator("body").inner_text()
+    route = next(f for f in spec.features if f.name == "route_delay_rate")
+    for text in (
+        "Purpose",
+        spec.description.split()[0],
+        route.description,  # features with their descriptions from the spec as trained
+        spec.known_limits[0][:50],  # known limits from the spec
+        "ROC AUC [95 % CI]",
+        "Gate record",
+        "check min_roc_auc",
+        "Approvals and registry events",
+        stack.runs["train"].run_id[:20],  # why trained: the DAG run that did it
+    ):
+        assert text in body, text
+    partitions = frame.locator('[data-section="partitions"] details')
+    assert re.fullmatch(r"2\d rows", partitions.locator("summary").inner_text())  # 21 days + 3 of history: folded
+    assert not partitions.get_attribute("open")
+    status, body, headers = stack.get("/mlops/card/flights/1", stack.token())
+    assert status == 200
+    assert headers["content-security-policy"].startswith("sandbox ")
+    assert b"<script" not in body.lower()
+    assert stack.get("/mlops/card/flights/99", stack.token())[0] == 404
+    assert stack.get("/mlops/card/flights/..%2f1", stack.token())[0] == 404
+    page.goto(f"{stack.url}/mlops/card/flights/1")
+    page.locator("h1").wait_for()
+    shots(page, "model-card")
+
+
 def test_task_extra_link_opens_the_gate_report(stack, page, shots):
     run_id = stack.runs["train"].run_id
     # The task instance's Details tab lists its extra links.
     page.goto(f"{stack.url}/dags/flights_train/runs/{quote(run_id, safe='')}/tasks/evaluate/details")
     link = page.get_by_role("link", name="Gate report")
     link.wait_for()
-    assert link.get_attribute("href") == "/mlops/reports/gate/flights/v1/gate.html"  # relative: any host works
+    assert link.get_attribute("href") == f"/mlops/{stack.gate}/gate.html"  # relative: any host works
     assert page.get_by_role("link", name="Model version").get_attribute("href").endswith("/models/flights/versions/1")
     shots(page, "extra-links", full_page=False)
     link.click()
@@ -224,7 +264,7 @@ def test_from_localhost_an_anonymous_report_link_goes_through_the_login_page_to_
     try:
         p = context.new_page()
         p.set_default_timeout(60_000)
-        p.goto(stack.url.replace("127.0.0.1", "localhost") + "/mlops/reports/gate/flights/v1/gate.html")
+        p.goto(stack.url.replace("127.0.0.1", "localhost") + f"/mlops/{stack.gate}/gate.html")
         p.wait_for_url(re.compile(r"^http://localhost:\d+/auth/login\?next=.*gate\.html"))
         p.get_by_label(re.compile("username", re.I)).fill(stack.user)
         p.get_by_label(re.compile("password", re.I)).fill(stack.password)

@@ -407,7 +407,8 @@ def test_save_and_log_report(spec, models, lake):
     mv = client.get_model_version("flights", v)
     assert mv.tags["gate.decision"] == "rejected"
     assert mv.tags["gate.reasons"] == "signature_present"
-    assert mv.tags["gate.report_uri"] == uris["html"]
+    assert mv.tags["gate.report_uri"] == f"runs:/{mv.run_id}/gate/gate.html"  # portable: MLflow, not a local path
+    assert mv.tags["gate.report_path"] == f"reports/gate/flights/v{v}/gate.html"  # the lake copy, lake-relative
     assert {a.path for a in client.list_artifacts(mv.run_id, "gate")} == {
         "gate/gate.json",
         "gate/gate.md",
@@ -434,8 +435,10 @@ def test_evaluate_challenger_scores_both_models_on_the_same_rows(spec, models, l
     assert report.check("max_roc_auc_drop").value == pytest.approx(
         report.champion_metrics["roc_auc"] - report.challenger_metrics["roc_auc"]
     )
-    assert lake.exists(f"reports/gate/flights/v{vs['strong']}/gate.md")
-    tags = client.get_model_version("flights", vs["strong"]).tags
+    mv = client.get_model_version("flights", vs["strong"])
+    # keyed by the run id too: v<n> of another MLflow store (another uuid) never shares the folder
+    assert lake.exists(f"reports/gate/flights/v{vs['strong']}-{mv.run_id[:8]}/gate.md")
+    tags = mv.tags
     assert tags["gate.decision"] == report.decision
     assert tags["gate.reasons"] == ",".join(report.failed)
     assert tags["gate.champion_version"] == vs["weak"]

@@ -293,3 +293,23 @@ def test_decisions_are_recorded_and_read_back_as_history(spec, tmp_path):
 def test_run_monitor_without_validated_days_is_a_named_error(spec, tmp_path):
     with pytest.raises(M.MonitoringError, match="no validated flights days between 2013-07-08 and 2013-07-14"):
         M.run_monitor(spec, Lake(str(tmp_path / "empty")), DAY, tracking_uri=f"sqlite:///{tmp_path}/m.db")
+
+
+def test_the_drift_report_says_what_it_is_and_what_the_policy_uses(spec):
+    from include.mlops.monitoring import MonitorResult, with_context
+
+    metrics = {"prediction_drift": 0.043, "weighted_drift": 0.12, "roc_auc": 0.71, "brier": 0.18, "drift_share": 0.6}
+    result = MonitorResult(
+        dataset="flights", end_day="2013-03-07", window_start="2013-03-01", window_end="2013-03-07",
+        days=[f"2013-03-0{d}" for d in range(1, 8)], model_version="3", metrics=metrics, columns={},
+        importance_source="permutation", served={},
+    )  # fmt: skip
+    page = with_context(
+        "<html><head><title>Evidently</title></head><body><div>report</div></body></html>", spec, result
+    )
+    assert "<title>Drift report: flights 2013-03-01..2013-03-07, champion v3</title>" in page
+    header = page[page.index("<body>") : page.index("<div>report</div>")]
+    assert "prediction drift <b>0.043</b> (limit 0.12)" in header
+    assert "never triggers a retrain" in header  # Evidently's headline is relabelled as context
+    assert "normed" in header  # why Evidently's prediction-drift figure differs from the policy's
+    assert "href='/mlops/health/flights'" in header

@@ -391,3 +391,28 @@ def test_two_processes_promoting_at_once_leave_one_champion_and_a_consistent_his
     exp_id = client.get_experiment_by_name("flights-registry-audit").experiment_id
     assert client.search_runs([exp_id], "attributes.status != 'FINISHED'") == []
     assert [m.name for m in client.search_registered_models()] == ["flights"]
+
+
+# -- aliases moved outside the pipeline ----------------------------------------------------------------
+def test_a_champion_moved_outside_the_pipeline_is_recorded_once(spec, uri, client):
+    assert R.reconcile_aliases(spec, uri) is None  # no champion, no history: they agree
+    R.promote(spec, 1, reason="first", dag_run="manual__1", tracking_uri=uri)
+    assert R.reconcile_aliases(spec, uri) is None
+    client.set_registered_model_alias("flights", "champion", "6")  # what the MLflow UI's alias editor does
+    entry = R.reconcile_aliases(spec, uri)
+    assert (entry.action, entry.from_version, entry.to_version, entry.approver) == ("external", "1", "6", None)
+    assert "outside the pipeline" in entry.reason
+    assert chain(R.history(spec, uri)) == [("promote", None, "1"), ("external", "1", "6")]
+    assert R.reconcile_aliases(spec, uri) is None  # recorded: the history now ends where the alias is
+    assert client.get_model_version("flights", "6").tags["champion.action"] == "external"
+    assert champion(client) == "6"  # recorded, not reverted: a person decides (rollback)
+    # an external champion was never approved: rollback goes back to the last audited one
+    assert R.rollback(spec, reason="undo the manual move", tracking_uri=uri).to_version == "1"
+
+
+def test_a_deleted_champion_alias_is_recorded(spec, uri, client):
+    R.promote(spec, 2, reason="first", tracking_uri=uri)
+    client.delete_registered_model_alias("flights", "champion")
+    entry = R.reconcile_aliases(spec, uri)
+    assert (entry.action, entry.from_version, entry.to_version) == ("external", "2", None)
+    assert R.reconcile_aliases(spec, uri) is None

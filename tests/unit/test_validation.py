@@ -756,3 +756,21 @@ def test_published_frames_have_exactly_the_declared_dtypes(spec, reference, batc
 
 def real_time_hours(batch) -> list[str]:
     return pd.to_datetime(batch["flights"]["time_hour"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ").tolist()
+
+
+def test_data_docs_index_is_headed_with_its_context(tmp_path):
+    from include.mlops.validation import Outcome, ValidationReport, add_docs_context
+
+    (tmp_path / "index.html").write_text("<html><head><title>Data documentation</title></head><body><p>gx</p></body>")
+    bad = Outcome("flights", "expect_column_values_to_not_be_null", "<b>dest</b>", "warning", False, 900, 3)
+    report = ValidationReport("flights", "date=2013-01-24", [bad], {"flights": 900, "weather": 72})
+    report.rows_valid, report.rows_quarantined = {"flights": 897, "weather": 72}, {"flights": 3}
+    add_docs_context(str(tmp_path), report)
+    page = (tmp_path / "index.html").read_text()
+    assert "<title>Data Docs: flights 2013-01-24</title>" in page
+    header = page[page.index("<body>") : page.index("<p>gx</p>")]
+    assert "Validation of flights 2013-01-24: warning" in header
+    assert "<tr><td>flights</td><td>900</td><td>897</td><td>3</td></tr>" in header
+    assert "3 of 900 rows unexpected" in header
+    assert "<b>dest</b>" not in header  # escaped
+    assert "/mlops/health/flights" in header
