@@ -300,13 +300,19 @@ def drift_report(
 
     cols = [*spec.feature_names, PREDICTION_COLUMN]
     current = drift_sample(spec, current)
+    # A feature with no value on one side (e.g. a rate over earlier days on a dataset's first day) cannot be
+    # compared: Evidently raises on it. It is left out of the drift figures, and the report says so.
+    compared = [c for c in spec.feature_names if current[c].notna().any() and reference[c].notna().any()]
+    empty = [c for c in spec.feature_names if c not in compared]
+    if empty:
+        metadata = {**(metadata or {}), "not compared (no values on one side)": ", ".join(empty)}
     definition = DataDefinition(
         numerical_columns=[*spec.numeric_features, PREDICTION_COLUMN], categorical_columns=spec.categorical_features
     )
     report = Report(
         [
             DataDriftPreset(
-                columns=spec.feature_names,
+                columns=compared,
                 drift_share=spec.monitoring.max_drift_share,
                 num_method=DRIFT_METHODS["numeric"],
                 cat_method=DRIFT_METHODS["categorical"],

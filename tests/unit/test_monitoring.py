@@ -238,6 +238,19 @@ def test_evidently_column_drift_and_importance_weighting(spec):
     assert m["brier_rise"] == pytest.approx(m["brier"] - 0.15)
 
 
+def test_a_feature_without_values_on_one_side_is_left_out_of_the_drift_figures(spec):
+    """A rate over earlier days is empty on a dataset's first day: Evidently would raise on the empty column; the
+    report compares the others and names it in its metadata."""
+    rng = np.random.default_rng(2)
+    ref, cur = _frame(spec, rng, 800), _frame(spec, rng, 800)
+    empty = next(f.name for f in spec.features if f.dtype == "float" and f.name != "temp")
+    cur[empty] = np.nan
+    snapshot = M.drift_report(spec, cur, ref)
+    columns, _ = M.column_drift(spec, snapshot, dict.fromkeys(spec.feature_names, 1.0))
+    assert set(columns) == set(spec.feature_names) - {empty}
+    assert empty in snapshot.to_snapshot_model().metadata["not compared (no values on one side)"]
+
+
 def test_drift_report_samples_long_windows(spec):
     """Windows over max_drift_rows reach Evidently as a seeded sample in row order; shorter ones whole."""
     rng = np.random.default_rng(2)
