@@ -207,8 +207,8 @@ def test_markdown_and_html_show_every_check_with_value_threshold_and_verdict(mix
         row = next(line for line in md.splitlines() if line.startswith(f"| {c.name} |"))
         assert c.verdict.upper() in row
         assert f"<td>{c.name}</td>" in page
-    assert "| max_latency_ms_per_1k | 900 | 500 | FAIL |" in md
-    assert "<td>max_latency_ms_per_1k</td><td>900</td><td>500</td>" in page
+    assert "| max_latency_ms_per_1k | 900 | - | 500 | FAIL |" in md
+    assert "<td>max_latency_ms_per_1k</td><td>900</td><td>-</td><td>500</td>" in page
     assert "2013-03-01 .. 2013-03-07, 2400 rows" in md
     for value in ("AA", "B6", "UA", "EWR", "JFK", "LGA"):  # the slice tables
         assert f"| {value} |" in md
