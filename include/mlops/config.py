@@ -544,6 +544,14 @@ class GateSpec(_Model):
     max_model_mb: float = Field(default=50, gt=0)
     forbidden_features: list[str] = Field(default_factory=list)
     require_approval: bool = False
+    bootstrap_samples: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description="paired bootstrap resamples of the gate rows for the change thresholds (0: point values only); "
+        "with them a challenger passes only when the interval's upper end is within the threshold",
+    )
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="coverage of the gate's bootstrap intervals")
 
 
 class MonitoringSpec(_Model):
@@ -573,6 +581,28 @@ class MonitoringSpec(_Model):
         ge=1000,
         description="the Evidently drift report compares at most this many rows of the window (a seeded random "
         "sample) with the reference; quality and prediction drift always use every row",
+    )
+    max_brier_skill_drop: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="trigger on the drop of the Brier skill score (1 - Brier / (rate * (1 - rate)), against the "
+        "window's own delay rate) below the champion's at training; when set, brier_rise is recorded, not a trigger",
+    )
+    bootstrap_samples: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description="bootstrap resamples of the window for the performance triggers (0: point values only); with "
+        "them a trigger fires only when the drop is beyond its limit and its interval's lower end is above zero",
+    )
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="coverage of the triggers' bootstrap intervals")
+    retrain_cooldown_days: int | None = Field(
+        default=None,
+        ge=0,
+        description="debounce on promotions: after a request whose candidate was not promoted (the champion is the "
+        "same), a persisting trigger may request again after this many days; retrain_debounce_days then counts "
+        "from the first day a newly promoted champion was monitored. None: every request debounces the next",
     )
 
 
