@@ -506,6 +506,7 @@ def test_an_absolute_floor_never_keeps_a_worse_champion(gspec, chall, champ, ver
     assert report.check("min_roc_auc").verdict == verdict
     if alert:
         assert any(alert in a for a in report.alerts)
-        assert "alert" in report.to_markdown() and "Alert:" in report.to_html()
+        assert "alert" in report.to_markdown()
+        assert "Alert:" in report.to_html()
     else:
         assert report.alerts == []
