@@ -605,6 +605,15 @@ class MonitoringSpec(_Model):
         "from the first day a newly promoted champion was monitored. None: every request debounces the next",
     )
 
+    @model_validator(mode="after")
+    def _cooldown_within_debounce(self) -> MonitoringSpec:
+        if self.retrain_cooldown_days is not None and self.retrain_cooldown_days > self.retrain_debounce_days:
+            raise ValueError(
+                f"retrain_cooldown_days ({self.retrain_cooldown_days}) is the short wait after a rejection: it "
+                f"cannot exceed retrain_debounce_days ({self.retrain_debounce_days})"
+            )
+        return self
+
 
 class DatasetSpec(_Model):
     """Everything that makes a dataset: where it comes from, what it must look like, how to model it."""

@@ -76,9 +76,11 @@ class ModelEvidence:
     version: str | None = None
     model_uri: str | None = None
     threshold: float | None = None
+    # the model's score for each labelled row of the window (for the paired comparison; not in the report)
+    scores: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "scores"}
 
 
 @dataclass
@@ -614,6 +616,7 @@ def evidence_from_scores(
         version=version,
         model_uri=model_uri,
         threshold=threshold,
+        scores=np.asarray(p),
     )
 
 
@@ -700,7 +703,16 @@ def evaluate_challenger(
     ev_champion = (
         collect_evidence(spec, f"models:/{spec.name}/{champion}", window.frame, tracking_uri=uri) if champion else None
     )
-    report = evaluate_gate(spec, ev_challenger, ev_champion, window=window.describe())
+    paired = None
+    if ev_champion is not None and spec.gate.bootstrap_samples:
+        y = window.frame[spec.label.name].to_numpy()
+        g = spec.gate
+        paired = paired_bootstrap(
+            y, ev_challenger.scores, ev_champion.scores, samples=g.bootstrap_samples, confidence=g.confidence
+        )
+    report = evaluate_gate(spec, ev_challenger, ev_champion, window=window.describe(), paired=paired)
+    if paired is not None:
+        report.window["paired"] = paired.as_dict()
     save_report(report, lake)
     log_report(report, uri)
     return report
