@@ -193,6 +193,7 @@ class Run:
     champion_of_day: dict[str, int] = field(default_factory=dict)
     trained: list[str] = field(default_factory=list)  # days a candidate was trained
     requests: list[str] = field(default_factory=list)  # days the monitor requested a retrain
+    alerts: list[str] = field(default_factory=list)  # days a trigger fired (requested or blocked)
     promotions: list[dict[str, Any]] = field(default_factory=list)
     rejections: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
@@ -277,6 +278,8 @@ def policy(year: Year, spec: Any) -> Callable[..., Model | None]:
         run.decisions.append({**record, "blocked_by": decision.blocked_by, "alert": decision.alert})
         if decision.retrain:
             run.requests.append(day.isoformat())
+        if decision.alert:
+            run.alerts.append(day.isoformat())
         last_end = max(date.fromisoformat(d) for d in run.trained)
         due_by_cadence = (yesterday - last_end).days >= spec.training.cadence_days
         if not (decision.retrain or due_by_cadence):
@@ -399,6 +402,14 @@ def reigns(year: Year, run: Run, last: date) -> list[dict[str, Any]]:
     return out
 
 
+def _blocked(run: Run) -> str:
+    counts: dict[str, int] = {}
+    for d in run.decisions:
+        if d["alert"] and d["blocked_by"]:
+            counts[d["blocked_by"]] = counts.get(d["blocked_by"], 0) + 1
+    return ", ".join(f"{k} {v}x" for k, v in counts.items()) or "none"
+
+
 def summarise(year: Year, run: Run, first_serving: date, last: date) -> dict[str, Any]:
     weeks = weekly(year, run, first_serving, last)
     return {
@@ -426,7 +437,15 @@ def criteria(
     for span in spans:
         first = date.fromisoformat(span[0])
         hit = [r for r in run.requests if abs((date.fromisoformat(r) - first).days) <= CATCH_DAYS]
-        caught.append({"period": [span[0], span[-1]], "checks": len(span), "request": hit[0] if hit else None})
+        fired = [r for r in run.alerts if abs((date.fromisoformat(r) - first).days) <= CATCH_DAYS]
+        caught.append(
+            {
+                "period": [span[0], span[-1]],
+                "checks": len(span),
+                "request": hit[0] if hit else None,
+                "alert": fired[0] if fired else None,
+            }
+        )
     idle = [r for r in run.requests if all(abs((date.fromisoformat(r) - d).days) > CATCH_DAYS for d in degraded_days)]
     per_month: dict[str, int] = {}
     for r in run.requests:
@@ -441,7 +460,9 @@ def criteria(
          pol["weekly_brier"] <= results["frozen"]["weekly_brier"],
          f"{pol['weekly_brier']:.4f} vs {results['frozen']['weekly_brier']:.4f}"),
         ("a request within 7 days for every degraded period",
-         all(c["request"] for c in caught), f"{sum(bool(c['request']) for c in caught)} of {len(caught)} periods"),
+         all(c["request"] for c in caught),
+         f"{sum(bool(c['request']) for c in caught)} of {len(caught)} periods (a trigger fired in "
+         f"{sum(bool(c['alert']) for c in caught)}; the others were blocked: {_blocked(run)})"),
         ("at most 1 request while nothing is degraded", len(idle) <= 1, f"{len(idle)} ({', '.join(idle) or 'none'})"),
         ("at most 1 request per month", max(per_month.values(), default=0) <= 1,
          f"max {max(per_month.values(), default=0)} in a month"),

@@ -1,10 +1,12 @@
 """Evaluation: the gate as a pure function over metrics, and the thin step that gathers those metrics.
 
-The gate (TFX Evaluator style) combines value thresholds (``min_roc_auc``, ``max_brier``), change thresholds
-against the champion (``max_roc_auc_drop``, ``max_brier_rise``: skipped, not failed, when there is no
-champion), a slice-gap check per slice column and policy checks (signature, forbidden features, size,
-latency). :func:`evaluate_gate` does no I/O: it turns two :class:`ModelEvidence` into a :class:`GateReport`
-that names every check with its value, threshold and verdict. :func:`collect_evidence` scores a model on a
+The gate (TFX Evaluator style) combines value thresholds (``min_roc_auc``, ``max_brier``: never keeping a
+champion that is worse on the same rows), change thresholds against the champion (``max_roc_auc_drop``,
+``max_brier_rise``: skipped, not failed, when there is no champion; judged at the upper end of a paired bootstrap
+interval when ``gate.bootstrap_samples`` is set), a slice-gap check per slice column and policy checks
+(signature, forbidden features, size, latency). :func:`evaluate_gate` does no I/O: it turns two
+:class:`ModelEvidence` into a :class:`GateReport` that names every check with its value, interval, threshold and
+verdict; :mod:`include.mlops.gate_report` renders it. :func:`collect_evidence` scores a model on a
 window, and :func:`evaluate_challenger` wires window → evidence → gate → report files and MLflow tags.
 
 Challenger and champion are always scored on the SAME rows (:func:`evaluation_window`), by the same code, so

@@ -23,9 +23,12 @@ run in experiment ``<dataset>-monitoring`` and, for a local lake, to the Evident
 (``evidently ui --workspace <root>/evidently`` shows the history).
 
 :func:`decide` is the policy, a pure function: a retrain is requested when the champion's recent ROC AUC dropped
-or its Brier rose by the spec's limits against its own test metrics, or prediction drift or importance-weighted
-drift exceeds its limit; at most once per ``retrain_debounce_days`` and never while a training run is in progress.
-Every decision is recorded with its reasons (:func:`record_decision`).
+or its Brier (or, with ``max_brier_skill_drop``, its Brier skill against the window's own base rate) worsened by
+the spec's limits against its own test metrics — significantly, when ``bootstrap_samples`` gives the drop an
+interval — or prediction drift or importance-weighted drift exceeds its limit. The debounce is on promotions
+(:func:`_debounce`): a rejected candidate's trigger may request again after ``retrain_cooldown_days``, a newly
+promoted champion gets ``retrain_debounce_days``; never while a training run is in progress. Every decision is
+recorded with its reasons (:func:`record_decision`).
 """
 
 from __future__ import annotations
