@@ -530,7 +530,18 @@ class TrainingSpec(_Model):
         return self
 
 
-class GateSpec(_Model):
+class _Bootstrapped(_Model):
+    """Settings of a section that judges a difference with a bootstrap interval: the gate (paired: challenger vs
+    champion on the same rows; the upper end of the interval must be within a change threshold) and the monitor
+    (a performance trigger fires only when its drop is beyond the limit and the interval is above zero)."""
+
+    bootstrap_samples: int = Field(
+        default=0, ge=0, le=10_000, description="bootstrap resamples (0: point values only, no interval)"
+    )
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="coverage of the bootstrap intervals")
+
+
+class GateSpec(_Bootstrapped):
     min_roc_auc: float = Field(ge=0, le=1)
     max_brier: float = Field(ge=0, le=1)
     max_roc_auc_drop: float = Field(ge=0, le=1, description="allowed drop against the champion")
@@ -544,17 +555,9 @@ class GateSpec(_Model):
     max_model_mb: float = Field(default=50, gt=0)
     forbidden_features: list[str] = Field(default_factory=list)
     require_approval: bool = False
-    bootstrap_samples: int = Field(
-        default=0,
-        ge=0,
-        le=10_000,
-        description="paired bootstrap resamples of the gate rows for the change thresholds (0: point values only); "
-        "with them a challenger passes only when the interval's upper end is within the threshold",
-    )
-    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="coverage of the gate's bootstrap intervals")
 
 
-class MonitoringSpec(_Model):
+class MonitoringSpec(_Bootstrapped):
     window_days: int = Field(gt=0)
     max_drift_share: float = Field(ge=0, le=1)
     max_prediction_drift: float = Field(ge=0, description="e.g. Wasserstein distance of scores")
@@ -587,16 +590,8 @@ class MonitoringSpec(_Model):
         ge=0,
         le=1,
         description="trigger on the drop of the Brier skill score (1 - Brier / (rate * (1 - rate)), against the "
-        "window's own delay rate) below the champion's at training; when set, brier_rise is recorded, not a trigger",
+        "window's own positive rate) below the champion's at training; when set, brier_rise is recorded, not a trigger",
     )
-    bootstrap_samples: int = Field(
-        default=0,
-        ge=0,
-        le=10_000,
-        description="bootstrap resamples of the window for the performance triggers (0: point values only); with "
-        "them a trigger fires only when the drop is beyond its limit and its interval's lower end is above zero",
-    )
-    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="coverage of the triggers' bootstrap intervals")
     retrain_cooldown_days: int | None = Field(
         default=None,
         ge=0,
