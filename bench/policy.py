@@ -489,21 +489,22 @@ def override(spec: Any, changes: dict[str, dict[str, Any]]) -> Any:
 # each change added on top of the previous one. The spec's own settings are the "policy" row.
 BEFORE = {
     "training": {"cadence_days": 91},
-    "gate": {"bootstrap_samples": 0},
+    "gate": {"bootstrap_samples": 0, "max_roc_auc_drop": 0.02},
     "monitoring": {"max_brier_skill_drop": None, "bootstrap_samples": 0, "retrain_cooldown_days": None},
 }
+GATE = {"bootstrap_samples": 200, "max_roc_auc_drop": 0.02}
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "spec before #18 (+ the floor fix, in code)": BEFORE,
-    "+ paired-bootstrap gate": {**BEFORE, "gate": {"bootstrap_samples": 200}},
+    "+ paired-bootstrap gate": {**BEFORE, "gate": GATE},
     "+ Brier skill, significant triggers, cool-down": {
         "training": {"cadence_days": 91},
-        "gate": {"bootstrap_samples": 200},
+        "gate": GATE,
         "monitoring": {"max_brier_skill_drop": 0.05, "bootstrap_samples": 200, "retrain_cooldown_days": 7},
     },
     **{
         f"+ cadence {n} days": {
             "training": {"cadence_days": n},
-            "gate": {"bootstrap_samples": 200},
+            "gate": GATE,
             "monitoring": {"max_brier_skill_drop": 0.05, "bootstrap_samples": 200, "retrain_cooldown_days": 7},
         }
         for n in (28, 14, 7)
