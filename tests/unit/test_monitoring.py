@@ -15,6 +15,27 @@ from include.mlops.storage import Lake
 DAY = "2013-07-14"
 
 
+@pytest.fixture
+def spec(spec):
+    """The flights spec with the point-value triggers (Brier rise, no intervals, a debounce on every request), so
+    the rules of each trigger are tested on their own; ``sspec`` below has the shipped spec's newer settings."""
+    m = spec.monitoring.model_copy(
+        update={"max_brier_skill_drop": None, "bootstrap_samples": 0, "retrain_cooldown_days": None}
+    )
+    return spec.model_copy(update={"monitoring": m})
+
+
+def test_the_shipped_spec_judges_brier_against_the_base_rate_with_intervals():
+    from include.mlops.config import load_spec
+
+    m = load_spec("flights").monitoring
+    assert m.max_brier_skill_drop is not None
+    assert m.bootstrap_samples > 0
+    assert m.retrain_cooldown_days < m.retrain_debounce_days
+    d = M.decide(load_spec("flights"), quiet(brier_rise=0.05), [])
+    assert next(c for c in d.checks if c.name == "brier_rise").verdict == "info"
+
+
 def quiet(**over) -> dict:
     """Metrics of a healthy window (the January champion on its own test week, rounded), with overrides."""
     base = {
