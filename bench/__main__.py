@@ -28,15 +28,18 @@ from typing import Any
 from bench.common import load_average, machine, write_json
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("parse", "validation", "scoring", "lifecycle", "scaling")
+SECTIONS = ("parse", "validation", "scoring", "lifecycle", "scaling", "policy")
 TITLES = {
     "parse": "1. DAG parse cost",
     "lifecycle": "2. Lifecycle through Airflow vs plain Python",
     "scaling": "3. Scaling: 1x, 10x, 30x the year",
     "validation": "4. GX validation vs vectorised pandas checks",
     "scoring": "5-7. Batch scoring, drift check, online serving",
+    "policy": "8. Retrain policy over the 2013 replay (short form: one search trial per training)",
 }
-ORDER = ("parse", "lifecycle", "scaling", "validation", "scoring")
+ORDER = ("parse", "lifecycle", "scaling", "validation", "scoring", "policy")
+# The short form of a section in this runner; its full form is `python -m bench.<section>` (bench/README.md).
+SHORT = {"policy": ["--search-iterations", "1"]}
 
 
 def isolated_env(root: Path) -> dict[str, str]:
@@ -68,7 +71,8 @@ def run_section(name: str, tmp: Path, quick: bool) -> dict[str, Any]:
     root = tmp / name
     root.mkdir()
     out = root / "result.json"
-    cmd = [sys.executable, "-m", f"bench.{name}", "--out", str(out)] + (["--quick"] if quick else [])
+    cmd = [sys.executable, "-m", f"bench.{name}", "--out", str(out), *SHORT.get(name, [])]
+    cmd += ["--quick"] if quick else []
     print(f"\n=== {TITLES[name]}  ({' '.join(cmd[1:])})", flush=True)
     t0 = time.perf_counter()
     rc = subprocess.run(cmd, cwd=REPO, env=isolated_env(root), check=False).returncode

@@ -13,7 +13,8 @@ dataset's time range (real `[day, day + 1)` data intervals, as `<dataset>_ingest
    `<lake root>/evidently` (`evidently ui --workspace <lake root>/evidently`).
 2. **decide** — the retrain policy (thresholds in the spec's `monitoring:` section): a trigger fires on a ROC AUC
    drop or Brier rise beyond the limits, or prediction / importance-weighted drift beyond theirs. A retrain is
-   requested at most once per `retrain_debounce_days` and never while a `<dataset>_train` run is in progress.
+   debounced on promotions (`retrain_cooldown_days` after a rejected candidate, `retrain_debounce_days` for a new
+   champion) and never requested while a `<dataset>_train` run is in progress.
    Every decision is recorded with its reasons: `reports/drift/<dataset>/decisions/<day>.json` and `decision.*`
    tags on the MLflow run.
 3. **alert** — any trigger (requested, debounced or blocked) is sent through the `mlops_alerts` connection.
@@ -105,7 +106,8 @@ def build(spec: DatasetSpec):
 
             if not decision["alert"]:
                 return None
-            what = {"debounce": "retrain debounced", "training_running": "training already running"}.get(
+            blocked = {"debounce": "retrain debounced", "cooldown": "retrain cooling down after a rejection"}
+            what = {**blocked, "training_running": "training already running"}.get(
                 decision["blocked_by"], "retrain requested"
             )
             subject = f"[mlops] {spec.name} monitor {decision['day']}: {', '.join(decision['triggers'])} ({what})"

@@ -535,7 +535,18 @@ class TrainingSpec(_Model):
         return self
 
 
-class GateSpec(_Model):
+class _Bootstrapped(_Model):
+    """Settings of a section that judges a difference with a bootstrap interval: the gate (paired: challenger vs
+    champion on the same rows; the upper end of the interval must be within a change threshold) and the monitor
+    (a performance trigger fires only when its drop is beyond the limit and the interval is above zero)."""
+
+    bootstrap_samples: int = Field(
+        default=0, ge=0, le=10_000, description="bootstrap resamples (0: point values only, no interval)"
+    )
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="coverage of the bootstrap intervals")
+
+
+class GateSpec(_Bootstrapped):
     min_roc_auc: float = Field(ge=0, le=1)
     max_brier: float = Field(ge=0, le=1)
     max_roc_auc_drop: float = Field(ge=0, le=1, description="allowed drop against the champion")
@@ -551,7 +562,7 @@ class GateSpec(_Model):
     require_approval: bool = False
 
 
-class MonitoringSpec(_Model):
+class MonitoringSpec(_Bootstrapped):
     window_days: int = Field(gt=0)
     max_drift_share: float = Field(ge=0, le=1)
     max_prediction_drift: float = Field(ge=0, description="e.g. Wasserstein distance of scores")
@@ -579,6 +590,29 @@ class MonitoringSpec(_Model):
         description="the Evidently drift report compares at most this many rows of the window (a seeded random "
         "sample) with the reference; quality and prediction drift always use every row",
     )
+    max_brier_skill_drop: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="trigger on the drop of the Brier skill score (1 - Brier / (rate * (1 - rate)), against the "
+        "window's own positive rate) below the champion's at training; when set, brier_rise is recorded, not a trigger",
+    )
+    retrain_cooldown_days: int | None = Field(
+        default=None,
+        ge=0,
+        description="debounce on promotions: after a request whose candidate was not promoted (the champion is the "
+        "same), a persisting trigger may request again after this many days; retrain_debounce_days then counts "
+        "from the first day a newly promoted champion was monitored. None: every request debounces the next",
+    )
+
+    @model_validator(mode="after")
+    def _cooldown_within_debounce(self) -> MonitoringSpec:
+        if self.retrain_cooldown_days is not None and self.retrain_cooldown_days > self.retrain_debounce_days:
+            raise ValueError(
+                f"retrain_cooldown_days ({self.retrain_cooldown_days}) is the short wait after a rejection: it "
+                f"cannot exceed retrain_debounce_days ({self.retrain_debounce_days})"
+            )
+        return self
 
 
 class DatasetSpec(_Model):

@@ -1,10 +1,12 @@
 """Evaluation: the gate as a pure function over metrics, and the thin step that gathers those metrics.
 
-The gate (TFX Evaluator style) combines value thresholds (``min_roc_auc``, ``max_brier``), change thresholds
-against the champion (``max_roc_auc_drop``, ``max_brier_rise``: skipped, not failed, when there is no
-champion), a slice-gap check per slice column and policy checks (signature, forbidden features, size,
-latency). :func:`evaluate_gate` does no I/O: it turns two :class:`ModelEvidence` into a :class:`GateReport`
-that names every check with its value, threshold and verdict. :func:`collect_evidence` scores a model on a
+The gate (TFX Evaluator style) combines value thresholds (``min_roc_auc``, ``max_brier``: never keeping a
+champion that is worse on the same rows), change thresholds against the champion (``max_roc_auc_drop``,
+``max_brier_rise``: skipped, not failed, when there is no champion; judged at the upper end of a paired bootstrap
+interval when ``gate.bootstrap_samples`` is set), a slice-gap check per slice column and policy checks
+(signature, forbidden features, size, latency). :func:`evaluate_gate` does no I/O: it turns two
+:class:`ModelEvidence` into a :class:`GateReport` that names every check with its value, interval, threshold and
+verdict; :mod:`include.mlops.gate_report` renders it. :func:`collect_evidence` scores a model on a
 window, and :func:`evaluate_challenger` wires window → evidence → gate → report files and MLflow tags.
 
 Challenger and champion are always scored on the SAME rows (:func:`evaluation_window`), by the same code, so
@@ -13,10 +15,9 @@ their metrics and latencies are comparable.
 
 from __future__ import annotations
 
-import html
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -47,13 +48,15 @@ class EvaluationError(ValueError):
 # -- results -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Check:
-    """One gate check: what was measured, against which threshold, and the verdict."""
+    """One gate check: what was measured (with its interval when the gate bootstrapped one), against which
+    threshold, and the verdict."""
 
     name: str
     value: float | str | None
     threshold: float | str | None
     verdict: Verdict
     detail: str = ""
+    interval: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,11 @@ class ModelEvidence:
     version: str | None = None
     model_uri: str | None = None
     threshold: float | None = None
+    # the model's score for each labelled row of the window (for the paired comparison; not in the report)
+    scores: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "scores"}
 
 
 @dataclass
@@ -93,6 +98,7 @@ class GateReport:
     champion_metrics: dict[str, float] | None = None
     slices: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     uris: dict[str, str] = field(default_factory=dict)  # filled by save_report
+    alerts: list[str] = field(default_factory=list)  # e.g. both models below an absolute floor
 
     @property
     def decision(self) -> str:
@@ -118,114 +124,16 @@ class GateReport:
         return d
 
     def to_markdown(self) -> str:
-        """A Markdown summary: verdict, checks, metrics and slices."""
-        banner = "PASSED" if self.passed else f"REJECTED ({', '.join(self.failed)})"
-        lines = [
-            f"# Gate report: {self.dataset} v{self.challenger_version}",
-            "",
-            f"**Decision: {banner}**",
-            "",
-            f"- challenger: v{self.challenger_version}",
-            f"- champion: {'v' + self.champion_version if self.champion_version else 'none (first model)'}",
-            f"- window: {_window_text(self.window)}",
-            f"- decided at: {self.decided_at}",
-            "",
-            "## Checks",
-            "",
-            "| check | value | threshold | verdict | detail |",
-            "|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {c.name} | {_fmt(c.value)} | {_fmt(c.threshold)} | {c.verdict.upper()} | {_md(c.detail)} |"
-            for c in self.checks
-        ]
-        lines += ["", "## Metrics on the window", "", "| metric | challenger | champion |", "|---|---|---|"]
-        for k in _metric_keys(self.challenger_metrics, self.champion_metrics):
-            champ = (self.champion_metrics or {}).get(k)
-            lines.append(f"| {k} | {_fmt(self.challenger_metrics.get(k))} | {_fmt(champ)} |")
-        if self.slices:
-            lines += ["", "## Slices", "", "| column | value | rows | challenger AUC | champion AUC | gated |"]
-            lines.append("|---|---|---|---|---|---|")
-            for row in _slice_rows(self.slices):
-                lines.append("| " + " | ".join(_fmt(v) for v in row) + " |")
-        return "\n".join(lines) + "\n"
+        """A Markdown summary (rendered by :mod:`include.mlops.gate_report`)."""
+        from include.mlops.gate_report import render_markdown
+
+        return render_markdown(self)
 
     def to_html(self) -> str:
-        """A self-contained HTML page: verdict banner, checks table, metrics and slice tables."""
-        e = html.escape
-        colour = "#1b7f3b" if self.passed else "#b3261e"
-        banner = "PASSED" if self.passed else "REJECTED: " + ", ".join(self.failed)
-        verdict_style = {PASS: "color:#1b7f3b", FAIL: "color:#b3261e;font-weight:bold", SKIP: "color:#777"}
-        checks = "".join(
-            f"<tr><td>{e(c.name)}</td><td>{e(_fmt(c.value))}</td><td>{e(_fmt(c.threshold))}</td>"
-            f'<td style="{verdict_style[c.verdict]}">{c.verdict.upper()}</td><td>{e(c.detail)}</td></tr>'
-            for c in self.checks
-        )
-        metrics = "".join(
-            f"<tr><td>{e(k)}</td><td>{e(_fmt(self.challenger_metrics.get(k)))}</td>"
-            f"<td>{e(_fmt((self.champion_metrics or {}).get(k)))}</td></tr>"
-            for k in _metric_keys(self.challenger_metrics, self.champion_metrics)
-        )
-        slices = "".join(
-            "<tr>" + "".join(f"<td>{e(_fmt(v))}</td>" for v in row) + "</tr>" for row in _slice_rows(self.slices)
-        )
-        champion = f"v{e(self.champion_version)}" if self.champion_version else "none (first model)"
-        return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>Gate report: {e(self.dataset)} v{e(str(self.challenger_version))}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
-.banner {{ background: {colour}; color: white; padding: 1rem 1.5rem; font-size: 1.4rem; border-radius: 6px; }}
-table {{ border-collapse: collapse; margin: 1rem 0; }}
-th, td {{ border: 1px solid #ccc; padding: .3rem .7rem; text-align: left; }}
-th {{ background: #f3f3f3; }}
-</style></head><body>
-<h1>Gate report: {e(self.dataset)} v{e(str(self.challenger_version))}</h1>
-<div class="banner">{e(banner)}</div>
-<p>Challenger v{e(str(self.challenger_version))} &middot; champion {champion} &middot;
-window {e(_window_text(self.window))} &middot; decided at {e(self.decided_at)}</p>
-<h2>Checks</h2>
-<table><tr><th>check</th><th>value</th><th>threshold</th><th>verdict</th><th>detail</th></tr>{checks}</table>
-<h2>Metrics on the window</h2>
-<table><tr><th>metric</th><th>challenger</th><th>champion</th></tr>{metrics}</table>
-<h2>Slices</h2>
-<table><tr><th>column</th><th>value</th><th>rows</th><th>challenger AUC</th><th>champion AUC</th><th>gated</th></tr>
-{slices}</table>
-</body></html>
-"""
+        """A self-contained HTML page (rendered by :mod:`include.mlops.gate_report`)."""
+        from include.mlops.gate_report import render_html
 
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) < 1e6 else f"{v:.4g}"
-    return str(v)
-
-
-def _md(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def _window_text(window: dict[str, Any]) -> str:
-    if not window:
-        return "-"
-    rows = f", {window['rows']} rows" if "rows" in window else ""
-    return f"{window.get('start', '?')} .. {window.get('end', '?')}{rows}"
-
-
-def _metric_keys(a: dict[str, float], b: dict[str, float] | None) -> list[str]:
-    return list(dict.fromkeys([*a, *(b or {})]))
-
-
-def _slice_rows(slices: dict[str, dict[str, dict[str, Any]]]) -> list[list[Any]]:
-    return [
-        [col, value, s.get("rows"), s.get("roc_auc"), s.get("champion_roc_auc"), s.get("gated")]
-        for col, values in slices.items()
-        for value, s in values.items()
-    ]
+        return render_html(self)
 
 
 # -- the gate (pure) -----------------------------------------------------------------------------------
@@ -280,6 +188,133 @@ def _slice_check(spec: DatasetSpec, column: str, challenger: ModelEvidence) -> t
     return Check(name, gap, g.max_slice_gap, PASS if ok else FAIL, detail), table
 
 
+@dataclass(frozen=True)
+class PairedComparison:
+    """Challenger against champion on the same labelled rows: ``roc_auc_drop`` (champion minus challenger) and
+    ``brier_rise`` (challenger minus champion), each ``(value, low, high)`` with a paired bootstrap interval."""
+
+    rows: int
+    samples: int
+    confidence: float
+    roc_auc_drop: tuple[float, float, float]
+    brier_rise: tuple[float, float, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class WeightedAUC:
+    """ROC AUC of fixed scores under many row weightings (bootstrap resamples as counts): the scores are ranked
+    once, each weighting costs two ``bincount`` passes. Equal to ``roc_auc_score(y, p, sample_weight=w)``."""
+
+    def __init__(self, y: np.ndarray, p: np.ndarray) -> None:
+        self.pos = np.asarray(y).astype(bool)
+        self.groups = np.unique(np.asarray(p), return_inverse=True)[1].ravel()
+        self.size = int(self.groups.max()) + 1 if len(self.groups) else 0
+
+    def __call__(self, w: np.ndarray) -> float:
+        pos = np.bincount(self.groups, weights=w * self.pos, minlength=self.size)
+        neg = np.bincount(self.groups, weights=w * ~self.pos, minlength=self.size)
+        below = np.cumsum(neg) - neg  # negatives scored lower; ties count a half
+        return float(np.sum(pos * (below + 0.5 * neg)) / (pos.sum() * neg.sum()))
+
+
+def resample_weights(y: np.ndarray, samples: int, seed: int) -> Iterator[np.ndarray]:
+    """``samples`` bootstrap resamples of the rows as count weights, skipping any without both classes."""
+    rng = np.random.default_rng(seed)
+    pos = np.asarray(y).astype(bool)
+    for _ in range(samples):
+        w = np.bincount(rng.integers(0, len(pos), len(pos)), minlength=len(pos)).astype("float64")
+        if w[pos].any() and w[~pos].any():
+            yield w
+
+
+def interval(draws: Sequence[float], confidence: float, fallback: float) -> tuple[float, float]:
+    """The central ``confidence`` range of bootstrap draws (``fallback`` twice when there are none)."""
+    if not len(draws):
+        return fallback, fallback
+    low, high = np.percentile(draws, [(1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100])
+    return float(low), float(high)
+
+
+def paired_bootstrap(
+    y: np.ndarray,
+    p_challenger: np.ndarray,
+    p_champion: np.ndarray,
+    *,
+    samples: int = 200,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedComparison:
+    """Resample the rows (the same resample for both models) ``samples`` times; the interval of each difference is
+    its central ``confidence`` quantile range. Pairing removes what the rows share (their base rate, how hard the
+    week is), so the interval measures how sure we are that one model is better on rows like these."""
+    y = np.asarray(y).astype(int)
+    a, b = np.asarray(p_challenger, dtype="float64"), np.asarray(p_champion, dtype="float64")
+    if len(np.unique(y)) < 2:
+        raise EvaluationError(f"{len(y)} labelled rows of a single class: nothing to compare on")
+    auc_a, auc_b = WeightedAUC(y, a), WeightedAUC(y, b)
+    se_diff = (a - y) ** 2 - (b - y) ** 2
+    ones = np.ones(len(y))
+    drops, rises = [], []
+    for w in resample_weights(y, samples, seed):
+        drops.append(auc_b(w) - auc_a(w))
+        rises.append(float(np.average(se_diff, weights=w)))
+    drop, rise = auc_b(ones) - auc_a(ones), float(np.mean(se_diff))
+    return PairedComparison(
+        len(y),
+        len(drops),
+        confidence,
+        (drop, *interval(drops, confidence, drop)),
+        (rise, *interval(rises, confidence, rise)),
+    )
+
+
+def _floor(
+    name: str, value: float | None, threshold: float, champion: float | None, higher_is_better: bool, what: str
+) -> tuple[Check, str | None]:
+    """An absolute floor. A challenger below it still passes when the champion is below it too on the same rows
+    and the challenger is strictly better: a floor never keeps a worse champion. Returns the check and an alert."""
+    if value is None:
+        return Check(name, None, threshold, FAIL, f"{what} was not measured"), None
+    ok = value >= threshold if higher_is_better else value <= threshold
+    rel = (">=" if ok else "<") if higher_is_better else ("<=" if ok else ">")
+    detail = f"{what} {value:.4f} {rel} {threshold}"
+    if ok:
+        return Check(name, value, threshold, PASS, detail), None
+    champion_below = champion is not None and not (champion >= threshold if higher_is_better else champion <= threshold)
+    better = champion is not None and (value > champion if higher_is_better else value < champion)
+    if champion_below and better:
+        alert = (
+            f"both models are below {name} {threshold} on the same rows ({what}: challenger {value:.4f}, champion "
+            f"{champion:.4f}): the better one, the challenger, may serve"
+        )
+        return Check(name, value, threshold, PASS, f"{detail}, but the champion is worse ({champion:.4f})"), alert
+    if champion_below:
+        alert = (
+            f"both models are below {name} {threshold} on the same rows "
+            f"(challenger {value:.4f}, champion {champion:.4f})"
+        )
+        return Check(name, value, threshold, FAIL, f"{detail}; the champion ({champion:.4f}) is better"), alert
+    return Check(name, value, threshold, FAIL, detail), None
+
+
+def _change(
+    name: str, value: float | None, threshold: float, paired: tuple[float, float, float] | None, detail: str
+) -> Check:
+    """A change threshold against the champion: with a paired interval, the challenger passes only when the
+    interval's upper end is within the threshold (shown not worse by more than it); else on the point value."""
+    if paired is not None:
+        value, low, high = paired
+        ok = high <= threshold
+        why = f"{detail}; {name} {value:+.4f}, interval [{low:+.4f}, {high:+.4f}] {'<=' if ok else '>'} {threshold}"
+        return Check(name, value, threshold, PASS if ok else FAIL, why, (low, high))
+    if value is None:
+        return Check(name, None, threshold, FAIL, f"{detail}: a metric is missing for a model")
+    ok = value <= threshold
+    return Check(name, value, threshold, PASS if ok else FAIL, f"{detail} ({name} {value:+.4f})")
+
+
 def evaluate_gate(
     spec: DatasetSpec,
     challenger: ModelEvidence,
@@ -287,46 +322,45 @@ def evaluate_gate(
     *,
     window: dict[str, Any] | None = None,
     decided_at: str | None = None,
+    paired: PairedComparison | None = None,
 ) -> GateReport:
     """Decide whether ``challenger`` may replace ``champion`` (None: there is no champion yet).
 
-    Pure: no I/O. Checks: absolute (``min_roc_auc``, ``max_brier``), non-regression against the champion
-    (``max_roc_auc_drop``, ``max_brier_rise``; verdict 'skip' without a champion), ``max_slice_gap[<col>]``
-    per slice column, and policy (``signature_present``, ``no_forbidden_features``, ``max_model_mb``,
+    Pure: no I/O. Checks: absolute floors (``min_roc_auc``, ``max_brier``: a challenger below one passes when the
+    champion is below it too on the same rows and is worse, with an alert that both are below), non-regression
+    against the champion (``max_roc_auc_drop``, ``max_brier_rise``; 'skip' without a champion; with ``paired``,
+    the upper end of the paired bootstrap interval must be within the threshold), ``max_slice_gap[<col>]`` per
+    slice column, and policy (``signature_present``, ``no_forbidden_features``, ``max_model_mb``,
     ``max_latency_ms_per_1k``). The report passes when no check fails.
     """
     g = spec.gate
     checks: list[Check] = []
+    alerts: list[str] = []
+    c_metrics = champion.metrics if champion else {}
 
-    auc = _num(challenger.metrics, "roc_auc")
-    if auc is None:
-        checks.append(Check("min_roc_auc", None, g.min_roc_auc, FAIL, "ROC AUC was not measured"))
-    else:
-        ok = auc >= g.min_roc_auc
-        detail = f"ROC AUC {auc:.4f} {'>=' if ok else '<'} {g.min_roc_auc}"
-        checks.append(Check("min_roc_auc", auc, g.min_roc_auc, PASS if ok else FAIL, detail))
-    brier = _num(challenger.metrics, "brier")
-    checks.append(_at_most("max_brier", brier, g.max_brier, "Brier score"))
+    auc, brier = _num(challenger.metrics, "roc_auc"), _num(challenger.metrics, "brier")
+    c_auc, c_brier = _num(c_metrics, "roc_auc"), _num(c_metrics, "brier")
+    for check, alert in (
+        _floor("min_roc_auc", auc, g.min_roc_auc, c_auc, True, "ROC AUC"),
+        _floor("max_brier", brier, g.max_brier, c_brier, False, "Brier score"),
+    ):
+        checks.append(check)
+        alerts += [alert] if alert else []
 
     # Non-regression (change thresholds): TFX skips them when there is no baseline.
     if champion is None:
         checks.append(Check("max_roc_auc_drop", None, g.max_roc_auc_drop, SKIP, "no champion: nothing to regress"))
     else:
-        c_auc = _num(champion.metrics, "roc_auc")
-        if auc is None or c_auc is None:
-            checks.append(Check("max_roc_auc_drop", None, g.max_roc_auc_drop, FAIL, "ROC AUC missing for a model"))
-        else:
-            drop = c_auc - auc
-            ok = drop <= g.max_roc_auc_drop
-            detail = f"champion v{champion.version} {c_auc:.4f} -> challenger {auc:.4f} (drop {drop:+.4f})"
-            checks.append(Check("max_roc_auc_drop", drop, g.max_roc_auc_drop, PASS if ok else FAIL, detail))
+        drop = None if auc is None or c_auc is None else c_auc - auc
+        detail = f"champion v{champion.version} {_f4(c_auc)} -> challenger {_f4(auc)}"
+        checks.append(_change("max_roc_auc_drop", drop, g.max_roc_auc_drop, paired and paired.roc_auc_drop, detail))
     if g.max_brier_rise is not None:
         if champion is None:
             checks.append(Check("max_brier_rise", None, g.max_brier_rise, SKIP, "no champion: nothing to regress"))
         else:
-            c_brier = _num(champion.metrics, "brier")
             rise = None if brier is None or c_brier is None else brier - c_brier
-            checks.append(_at_most("max_brier_rise", rise, g.max_brier_rise, "Brier rise over the champion"))
+            detail = f"Brier champion {_f4(c_brier)} -> challenger {_f4(brier)} on the same rows"
+            checks.append(_change("max_brier_rise", rise, g.max_brier_rise, paired and paired.brier_rise, detail))
 
     slices: dict[str, dict[str, dict[str, Any]]] = {}
     for column in g.slice_columns:
@@ -372,7 +406,12 @@ def evaluate_gate(
         challenger_metrics=dict(challenger.metrics),
         champion_metrics=dict(champion.metrics) if champion else None,
         slices=slices,
+        alerts=alerts,
     )
+
+
+def _f4(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
 
 
 # -- evaluation window ---------------------------------------------------------------------------------
@@ -525,16 +564,47 @@ def collect_evidence(
     with limited_threads():
         p = predict(x)
         latency = measure_latency(predict, x, repeats=latency_repeats)
-    return ModelEvidence(
-        metrics=binary_metrics(y, p, threshold),
-        slices=slice_metrics(df, y, p, spec.gate.slice_columns),
+    return evidence_from_scores(
+        spec,
+        df,
+        p,
+        threshold=threshold,
         features=features,
         signature=signature,
-        size_mb=round(size_mb, 4),
-        latency_ms_per_1k=round(latency, 3),
+        size_mb=size_mb,
+        latency_ms_per_1k=latency,
+        version=version,
+        model_uri=model_uri,
+    )
+
+
+def evidence_from_scores(
+    spec: DatasetSpec,
+    frame: pd.DataFrame,
+    p: np.ndarray,
+    *,
+    threshold: float,
+    features: Sequence[str],
+    signature: bool,
+    size_mb: float | None,
+    latency_ms_per_1k: float | None,
+    version: str | None = None,
+    model_uri: str | None = None,
+) -> ModelEvidence:
+    """The evidence of a model whose scores ``p`` on the labelled rows of ``frame`` are already known: the
+    metrics and slices the gate reads, computed the same way for every caller (the gate step, the policy bench)."""
+    y = frame[spec.label.name].to_numpy().astype(int)
+    return ModelEvidence(
+        metrics=binary_metrics(y, p, threshold),
+        slices=slice_metrics(frame, y, p, spec.gate.slice_columns),
+        features=list(features),
+        signature=signature,
+        size_mb=None if size_mb is None else round(size_mb, 4),
+        latency_ms_per_1k=None if latency_ms_per_1k is None else round(latency_ms_per_1k, 3),
         version=version,
         model_uri=model_uri,
         threshold=threshold,
+        scores=np.asarray(p),
     )
 
 
@@ -637,7 +707,16 @@ def evaluate_challenger(
     ev_champion = (
         collect_evidence(spec, f"models:/{spec.name}/{champion}", window.frame, tracking_uri=uri) if champion else None
     )
-    report = evaluate_gate(spec, ev_challenger, ev_champion, window=window.describe())
+    paired = None
+    if ev_champion is not None and spec.gate.bootstrap_samples:
+        y = window.frame[spec.label.name].to_numpy()
+        g = spec.gate
+        paired = paired_bootstrap(
+            y, ev_challenger.scores, ev_champion.scores, samples=g.bootstrap_samples, confidence=g.confidence
+        )
+    report = evaluate_gate(spec, ev_challenger, ev_champion, window=window.describe(), paired=paired)
+    if paired is not None:
+        report.window["paired"] = paired.as_dict()
     save_report(report, lake, key=client.get_model_version(spec.name, version).run_id[:8])
     log_report(report, uri, spec=spec)
     return report

@@ -23,9 +23,12 @@ run in experiment ``<dataset>-monitoring`` and, for a local lake, to the Evident
 (``evidently ui --workspace <root>/evidently`` shows the history).
 
 :func:`decide` is the policy, a pure function: a retrain is requested when the champion's recent ROC AUC dropped
-or its Brier rose by the spec's limits against its own test metrics, or prediction drift or importance-weighted
-drift exceeds its limit; at most once per ``retrain_debounce_days`` and never while a training run is in progress.
-Every decision is recorded with its reasons (:func:`record_decision`).
+or its Brier (or, with ``max_brier_skill_drop``, its Brier skill against the window's own base rate) worsened by
+the spec's limits against its own test metrics — significantly, when ``bootstrap_samples`` gives the drop an
+interval — or prediction drift or importance-weighted drift exceeds its limit. The debounce is on promotions
+(:func:`_debounce`): a rejected candidate's trigger may request again after ``retrain_cooldown_days``, a newly
+promoted champion gets ``retrain_debounce_days``; never while a training run is in progress. Every decision is
+recorded with its reasons (:func:`record_decision`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import math
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -57,7 +60,7 @@ if TYPE_CHECKING:
     from include.mlops.storage import Lake
 
 Verdict = Literal["pass", "fail", "skip", "info"]
-TRIGGERS = ("roc_auc_drop", "brier_rise", "prediction_drift", "weighted_drift")
+TRIGGERS = ("roc_auc_drop", "brier_rise", "brier_skill_drop", "prediction_drift", "weighted_drift")
 DRIFT_METHODS = {"numeric": "wasserstein", "categorical": "jensenshannon"}
 COLUMN_DRIFT_THRESHOLD = 0.1  # Evidently's default for both methods: what "drifted" means in the report
 PSI_BINS = 10
@@ -97,13 +100,14 @@ class MonitorResult:
 
 @dataclass(frozen=True)
 class Check:
-    """One policy check: its value, limit and verdict (``fail`` = the trigger fired)."""
+    """One policy check: its value, limit, interval (when bootstrapped) and verdict (``fail`` = the trigger fired)."""
 
     name: str
     value: float | None
     threshold: float | None
     verdict: Verdict
     detail: str = ""
+    interval: tuple[float, float] | None = None
 
 
 @dataclass
@@ -154,8 +158,16 @@ def _perf_check(name: str, metrics: Mapping[str, Any], limit: float, min_rows: i
     if rows < min_rows:
         return Check(name, value, limit, "skip", f"only {rows} labelled rows (< {min_rows}): too few to judge")
     verdict: Verdict = "fail" if value >= limit else "pass"
-    label = "ROC AUC" if what == "roc_auc" else "Brier"
+    label = {"roc_auc": "ROC AUC", "brier": "Brier", "brier_skill": "Brier skill"}[what]
     detail = f"recent {label} {_f(recent)} vs {_f(base)} at training ({rows:,} labelled rows)"
+    interval = metrics.get(f"{name}_interval")
+    if interval is not None:
+        low, high = (float(v) for v in interval)
+        detail += f"; interval of the drop [{low:.3f}, {high:.3f}]"
+        if verdict == "fail" and low <= 0:
+            verdict = "pass"
+            detail += ": not significant (the interval reaches zero)"
+        return Check(name, value, limit, verdict, detail, (low, high))
     return Check(name, value, limit, verdict, detail)
 
 
@@ -170,9 +182,17 @@ def policy_checks(spec: DatasetSpec, metrics: Mapping[str, Any]) -> list[Check]:
     m = spec.monitoring
     drifted = metrics.get("material_columns") or []
     share = _num(metrics, "drift_share")
+    brier = _perf_check("brier_rise", metrics, m.max_brier_rise, m.min_labelled_rows, "brier")
+    skill = []
+    if m.max_brier_skill_drop is not None:
+        skill = [_perf_check("brier_skill_drop", metrics, m.max_brier_skill_drop, m.min_labelled_rows, "brier_skill")]
+        # Brier follows the window's delay rate: recorded beside the skill, which replaces it as the trigger
+        if brier.verdict != "skip":
+            brier = replace(brier, verdict="info", detail=brier.detail + "; recorded, the Brier skill is the trigger")
     return [
         _perf_check("roc_auc_drop", metrics, m.max_roc_auc_drop, m.min_labelled_rows, "roc_auc"),
-        _perf_check("brier_rise", metrics, m.max_brier_rise, m.min_labelled_rows, "brier"),
+        brier,
+        *skill,
         _drift_check(
             "prediction_drift",
             _num(metrics, "prediction_drift"),
@@ -205,6 +225,7 @@ def decide(
     *,
     day: date | str | None = None,
     training_running: bool = False,
+    champion: str | None = None,
 ) -> Decision:
     """The retrain policy. ``metrics``: a :class:`MonitorResult`'s ``metrics``; ``history``: earlier decision
     records (``{"day", "retrain", …}``); ``day`` defaults to ``metrics["end_day"]``.
@@ -212,10 +233,10 @@ def decide(
     A trigger is ROC AUC drop ≥ ``max_roc_auc_drop`` or Brier rise ≥ ``max_brier_rise`` against the champion's
     test metrics (with at least ``min_labelled_rows`` labels), prediction drift > ``max_prediction_drift`` or
     importance-weighted drift > ``max_weighted_drift``; the raw drift share never triggers. Any trigger alerts;
-    a retrain is requested unless a training run is in progress or another request was made less than
-    ``retrain_debounce_days`` days away (decisions of the same day are ignored, so a re-run decides the same).
+    a retrain is requested unless a training run is in progress or the debounce blocks it (:func:`_debounce`;
+    decisions of the same day are ignored, so a re-run decides the same). ``champion``: the version monitored
+    (history records carry theirs as ``model_version``).
     """
-    m = spec.monitoring
     day = _as_date(day or metrics["end_day"])
     checks = policy_checks(spec, metrics)
     fired = [c for c in checks if c.verdict == "fail" and c.name in TRIGGERS]
@@ -236,18 +257,53 @@ def decide(
         blocked_by = "training_running"
         reasons.append(f"retrain not requested: a {spec.name}_train run is in progress and will answer this")
     else:
-        requests = sorted(
-            _as_date(h["day"]) for h in history if h.get("retrain") and h.get("day") and _as_date(h["day"]) != day
-        )
-        near = [d for d in requests if abs((day - d).days) < m.retrain_debounce_days]
-        if near:
-            last = min(near, key=lambda d: abs((day - d).days))
-            blocked_by = "debounce"
-            reasons.append(
-                f"retrain not requested: debounced, a retrain was requested for {last} "
-                f"({_days(abs((day - last).days))} away; at most one per {_days(m.retrain_debounce_days)})"
-            )
+        blocked_by, why = _debounce(spec, history, day, champion)
+        if why:
+            reasons.append(why)
     return Decision(blocked_by is None, reasons, True, day.isoformat(), triggers, blocked_by, checks)
+
+
+def _debounce(
+    spec: DatasetSpec, history: Sequence[Mapping[str, Any]], day: date, champion: str | None
+) -> tuple[str | None, str | None]:
+    """Whether the request is blocked (``"debounce"`` / ``"cooldown"``) and why.
+
+    Without ``retrain_cooldown_days`` (or without versions to tell what happened): no request within
+    ``retrain_debounce_days`` of another. With it, the debounce is on promotions, not requests: when the champion
+    changed since the last request, a new request waits ``retrain_debounce_days`` from the first day the new
+    champion was monitored; when it did not (the candidate was rejected), a persisting trigger requests again
+    after ``retrain_cooldown_days``."""
+    m = spec.monitoring
+    earlier = [h for h in history if h.get("day") and _as_date(h["day"]) != day]
+    requests = sorted((h for h in earlier if h.get("retrain")), key=lambda h: _as_date(h["day"]))
+    if m.retrain_cooldown_days is None or champion is None or not requests or not requests[-1].get("model_version"):
+        near = [_as_date(h["day"]) for h in requests if abs((day - _as_date(h["day"])).days) < m.retrain_debounce_days]
+        if not near:
+            return None, None
+        last = min(near, key=lambda d: abs((day - d).days))
+        return "debounce", (
+            f"retrain not requested: debounced, a retrain was requested for {last} "
+            f"({_days(abs((day - last).days))} away; at most one per {_days(m.retrain_debounce_days)})"
+        )
+    last = requests[-1]
+    last_day = _as_date(last["day"])
+    if str(last["model_version"]) == str(champion):
+        gap = (day - last_day).days
+        if gap < m.retrain_cooldown_days:
+            return "cooldown", (
+                f"retrain not requested: v{champion} still serves after the request of {last_day} ({_days(gap)} ago); "
+                f"a persisting trigger requests again after {_days(m.retrain_cooldown_days)}"
+            )
+        return None, None
+    seen = [_as_date(h["day"]) for h in earlier if str(h.get("model_version")) == str(champion)]
+    since = min([d for d in seen if d > last_day], default=day)
+    served = (day - since).days
+    if served < m.retrain_debounce_days:
+        return "debounce", (
+            f"retrain not requested: v{champion} was promoted after the request of {last_day} and has been "
+            f"monitored for {_days(served)}; a new champion gets {_days(m.retrain_debounce_days)}"
+        )
+    return None, None
 
 
 # -- measurements (no I/O) -----------------------------------------------------------------------------
@@ -408,7 +464,51 @@ def window_metrics(
         out["brier_rise"] = out["brier"] - out["baseline_brier"]
     else:
         out["brier_rise"] = None
+    out["brier_skill"] = brier_skill(out["brier"], out["positive_rate"])
+    out["baseline_brier_skill"] = brier_skill(baseline.get("brier"), baseline.get("positive_rate"))
+    out["brier_skill_drop"] = (
+        out["baseline_brier_skill"] - out["brier_skill"]
+        if out["brier_skill"] is not None and out["baseline_brier_skill"] is not None
+        else None
+    )
+    m = spec.monitoring
+    if m.bootstrap_samples and out["roc_auc"] is not None:
+        auc, skill = bootstrap_quality(
+            y, p[known], samples=m.bootstrap_samples, confidence=m.confidence, seed=spec.training.seed
+        )
+        for name, (low, high), base in (
+            ("roc_auc_drop", auc, out["baseline_roc_auc"]),
+            ("brier_skill_drop", skill, out["baseline_brier_skill"]),
+        ):
+            # the baseline is one number: the drop's interval is the baseline minus the recent interval
+            out[f"{name}_interval"] = None if base is None else [base - high, base - low]
     return out
+
+
+def brier_skill(brier: float | None, rate: float | None) -> float | None:
+    """1 - Brier / (rate * (1 - rate)): the share of the base-rate forecast's Brier score a model removes. Brier
+    itself follows the positive rate (r = 0.90 with the weekly delay rate over 2013), the skill does not."""
+    if brier is None or rate is None or not 0 < rate < 1:
+        return None
+    return 1.0 - float(brier) / (float(rate) * (1.0 - float(rate)))
+
+
+def bootstrap_quality(
+    y: np.ndarray, p: np.ndarray, *, samples: int, confidence: float, seed: int
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Bootstrap intervals of ROC AUC and Brier skill (against each resample's own rate) on ``(y, p)``."""
+    from include.mlops.evaluation import WeightedAUC, interval, resample_weights
+
+    auc = WeightedAUC(y, p)
+    se = (p - y) ** 2
+    aucs, skills = [], []
+    for w in resample_weights(y, samples, seed):
+        aucs.append(auc(w))
+        rate = float(np.average(y, weights=w))
+        skills.append(1.0 - float(np.average(se, weights=w)) / (rate * (1 - rate)))
+    ones = np.ones(len(y))
+    skill = brier_skill(float(se.mean()), float(np.mean(y)))
+    return interval(aucs, confidence, auc(ones)), interval(skills, confidence, skill or 0.0)
 
 
 # -- the champion's reference and importance -------------------------------------------------------------
@@ -458,7 +558,11 @@ def champion_baseline(spec: DatasetSpec, version: str, tracking_uri: str) -> dic
     return {
         "reference": reference,
         "importance": importance,
-        "baseline": {"roc_auc": tag("test_roc_auc"), "brier": tag("test_brier")},
+        "baseline": {
+            "roc_auc": tag("test_roc_auc"),
+            "brier": tag("test_brier"),
+            "positive_rate": tag("test_positive_rate"),
+        },
         "run_id": mv.run_id,
     }
 
@@ -809,5 +913,12 @@ def decide_and_record(
     """The decide step: the policy over a monitoring result (``MonitorResult.as_dict()``) and the recorded
     history, recorded in the lake and on the MLflow run; returns the decision record."""
     history = decision_history(spec, lake)
-    decision = decide(spec, monitor["metrics"], history, day=monitor["end_day"], training_running=training_running)
+    decision = decide(
+        spec,
+        monitor["metrics"],
+        history,
+        day=monitor["end_day"],
+        training_running=training_running,
+        champion=monitor.get("model_version"),
+    )
     return record_decision(spec, lake, decision, monitor, tracking_uri=tracking_uri, extra=extra)

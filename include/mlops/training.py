@@ -488,6 +488,15 @@ SKOPS_TRUSTED_TYPES = (
 )
 
 
+def reference_sample(spec: DatasetSpec, train: pd.DataFrame, pipeline: Any, seed: int) -> pd.DataFrame:
+    """The drift reference of a model: a seeded sample of its training rows (feature columns and label, in row
+    order) with the model's predicted probability in ``PREDICTION_COLUMN``."""
+    ref = train.sample(n=min(spec.training.reference_sample_rows, len(train)), random_state=seed)
+    ref = ref.sort_index()[feature_columns(spec)].copy()
+    ref[PREDICTION_COLUMN] = pipeline.predict_proba(ref[spec.feature_names])[:, 1]
+    return ref
+
+
 def _pip_requirements(serialization: str) -> list[str]:
     # Explicit requirements: MLflow's inference would re-load the model in a subprocess (seconds per run).
     from importlib.metadata import version
@@ -574,7 +583,6 @@ def train_candidates(
         retrain_of=retrain_of,
     )
     run_tags["git_dirty"] = str(record["code"]["git_dirty"]).lower()
-    cols = feature_columns(spec)
     candidate_runs: dict[str, str] = {}
     with (
         warnings.catch_warnings(),
@@ -628,9 +636,7 @@ def train_candidates(
             importance = _log_plots(best.pipeline, spec, search.test, best.threshold, seed)
 
         x_train = search.train[spec.feature_names]
-        ref = search.train.sample(n=min(spec.training.reference_sample_rows, len(search.train)), random_state=seed)
-        ref = ref.sort_index()[cols].copy()
-        ref[PREDICTION_COLUMN] = best.pipeline.predict_proba(ref[spec.feature_names])[:, 1]
+        ref = reference_sample(spec, search.train, best.pipeline, seed)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "reference.parquet"
             ref.to_parquet(path, index=False)

@@ -79,6 +79,9 @@ def test_spec_hash_is_stable_and_content_sensitive(tmp_path, raw):
         (lambda d: d["source"]["tables"]["flights"].update(query="SELECT * FROM flights"), "query", ":start and :end"),
         (lambda d: d.update(surprise=1), "surprise", "Extra inputs are not permitted"),
         (lambda d: d["time"].update(end="2012-01-01"), "time", "before start"),
+        (lambda d: d["monitoring"].update(retrain_cooldown_days=40), "monitoring", "cannot exceed retrain_debounce"),
+        (lambda d: d["gate"].update(confidence=1.0), "gate.confidence", "less than 1"),
+        (lambda d: d["monitoring"].update(bootstrap_samples=-1), "monitoring.bootstrap_samples", "greater than"),
     ],
 )
 def test_invalid_spec_names_file_field_and_problem(tmp_path, raw, mutate, field, problem):

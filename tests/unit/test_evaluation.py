@@ -207,8 +207,8 @@ def test_markdown_and_html_show_every_check_with_value_threshold_and_verdict(mix
         row = next(line for line in md.splitlines() if line.startswith(f"| {c.name} |"))
         assert c.verdict.upper() in row
         assert f"<td>{c.name}</td>" in page
-    assert "| max_latency_ms_per_1k | 900 | 500 | FAIL |" in md
-    assert "<td>max_latency_ms_per_1k</td><td>900</td><td>500</td>" in page
+    assert "| max_latency_ms_per_1k | 900 | - | 500 | FAIL |" in md
+    assert "<td>max_latency_ms_per_1k</td><td>900</td><td>-</td><td>500</td>" in page
     assert "2013-03-01 .. 2013-03-07, 2400 rows" in md
     for value in ("AA", "B6", "UA", "EWR", "JFK", "LGA"):  # the slice tables
         assert f"| {value} |" in md
@@ -446,3 +446,70 @@ def test_evaluate_challenger_scores_both_models_on_the_same_rows(spec, models, l
     # An explicit end evaluates on the last test_days up to it instead.
     other = E.evaluate_challenger(spec, lake, tracking_uri=uri, end="2013-01-11")
     assert (other.window["start"], other.window["end"]) == ("2013-01-05", "2013-01-11")
+
+
+# -- the gate on enough data: paired bootstrap, floors that never keep a worse champion --------------------
+def _scores(n: int = 4000, seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, a good model's scores and a weaker model's scores on the same rows."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.25).astype(int)
+    good = 1 / (1 + np.exp(-(2.0 * y - 1.0 + rng.normal(0, 1.2, n))))
+    weak = 1 / (1 + np.exp(-(0.6 * y - 1.0 + rng.normal(0, 1.2, n))))
+    return y, good, weak
+
+
+def test_paired_bootstrap_brackets_the_difference_and_is_seeded():
+    y, good, weak = _scores()
+    cmp = E.paired_bootstrap(y, weak, good, samples=100, seed=3)
+    drop, low, high = cmp.roc_auc_drop
+    assert 0 < low <= drop <= high, "a clearly weaker challenger: its AUC drop is significantly above zero"
+    assert cmp.brier_rise[1] > 0
+    assert (cmp.rows, cmp.samples) == (len(y), 100)
+    assert E.paired_bootstrap(y, weak, good, samples=100, seed=3) == cmp
+    same = E.paired_bootstrap(y, good, good, samples=50)
+    assert same.roc_auc_drop == (0.0, 0.0, 0.0)
+    with pytest.raises(E.EvaluationError, match="single class"):
+        E.paired_bootstrap(np.zeros(10), good[:10], weak[:10])
+
+
+@pytest.mark.parametrize(
+    ("drop", "verdict"),
+    [
+        ((0.005, -0.004, 0.015), "pass"),  # within the threshold at the interval's upper end
+        ((0.005, -0.01, 0.025), "fail"),  # point value within 0.02, but the interval reaches beyond it
+        ((-0.03, -0.04, -0.02), "pass"),  # better
+    ],
+)
+def test_with_a_paired_comparison_the_upper_end_must_be_within_the_threshold(gspec, drop, verdict):
+    paired = E.PairedComparison(2400, 200, 0.95, drop, (0.0, -0.001, 0.001))
+    report = E.evaluate_gate(gspec, evidence(gspec), champion(gspec), paired=paired)
+    check = report.check("max_roc_auc_drop")
+    assert (check.value, check.interval, check.verdict) == (drop[0], drop[1:], verdict)
+    assert report.check("max_brier_rise").interval == (-0.001, 0.001)
+    assert "interval" in report.to_markdown().split("## Checks")[1].splitlines()[2]
+
+
+@pytest.mark.parametrize(
+    ("chall", "champ", "verdict", "alert"),
+    [
+        (0.64, 0.60, "pass", "the better one, the challenger, may serve"),  # both below: the better serves
+        (0.62, 0.64, "fail", "both models are below min_roc_auc"),  # both below, champion better: it stays
+        (0.64, 0.70, "fail", None),  # only the challenger is below
+    ],
+)
+def test_an_absolute_floor_never_keeps_a_worse_champion(gspec, chall, champ, verdict, alert):
+    report = E.evaluate_gate(
+        gspec,
+        evidence(gspec, metrics__roc_auc=chall),
+        champion(gspec, metrics__roc_auc=champ),
+        paired=E.PairedComparison(
+            2400, 200, 0.95, (champ - chall, champ - chall - 0.01, champ - chall + 0.01), (0, 0, 0)
+        ),
+    )
+    assert report.check("min_roc_auc").verdict == verdict
+    if alert:
+        assert any(alert in a for a in report.alerts)
+        assert "alert" in report.to_markdown()
+        assert "Alert:" in report.to_html()
+    else:
+        assert report.alerts == []

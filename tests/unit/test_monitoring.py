@@ -15,6 +15,27 @@ from include.mlops.storage import Lake
 DAY = "2013-07-14"
 
 
+@pytest.fixture
+def spec(spec):
+    """The flights spec with the point-value triggers (Brier rise, no intervals, a debounce on every request), so
+    the rules of each trigger are tested on their own; ``sspec`` below has the shipped spec's newer settings."""
+    m = spec.monitoring.model_copy(
+        update={"max_brier_skill_drop": None, "bootstrap_samples": 0, "retrain_cooldown_days": None}
+    )
+    return spec.model_copy(update={"monitoring": m})
+
+
+def test_the_shipped_spec_judges_brier_against_the_base_rate_with_intervals():
+    from include.mlops.config import load_spec
+
+    m = load_spec("flights").monitoring
+    assert m.max_brier_skill_drop is not None
+    assert m.bootstrap_samples > 0
+    assert m.retrain_cooldown_days < m.retrain_debounce_days
+    d = M.decide(load_spec("flights"), quiet(brier_rise=0.05), [])
+    assert next(c for c in d.checks if c.name == "brier_rise").verdict == "info"
+
+
 def quiet(**over) -> dict:
     """Metrics of a healthy window (the January champion on its own test week, rounded), with overrides."""
     base = {
@@ -326,3 +347,79 @@ def test_the_drift_report_says_what_it_is_and_what_the_policy_uses(spec):
     assert "never triggers a retrain" in header  # Evidently's headline is relabelled as context
     assert "normed" in header  # why Evidently's prediction-drift figure differs from the policy's
     assert "href='/mlops/health/flights'" in header
+
+
+# -- base-rate-aware, significant triggers and the debounce on promotions ----------------------------------
+@pytest.fixture
+def sspec(spec):
+    """The flights spec with the Brier-skill trigger, bootstrap intervals and a 7-day cool-down after a rejection."""
+    m = spec.monitoring.model_copy(
+        update={"max_brier_skill_drop": 0.05, "bootstrap_samples": 100, "retrain_cooldown_days": 7}
+    )
+    return spec.model_copy(update={"monitoring": m})
+
+
+@pytest.mark.parametrize(("brier", "rate", "skill"), [(0.1875, 0.25, 0.0), (0.09375, 0.25, 0.5), (0.1, 0.0, None)])
+def test_brier_skill_is_against_the_base_rate(brier, rate, skill):
+    assert M.brier_skill(brier, rate) == (None if skill is None else pytest.approx(skill))
+
+
+def test_a_busy_week_raises_brier_but_not_the_skill_trigger(sspec):
+    # the champion's Brier rose with the delay rate (0.177 at 22 % -> 0.210 at 31 %) while its skill held
+    m = quiet(brier=0.210, brier_rise=0.033, brier_skill=0.023, baseline_brier_skill=0.018, brier_skill_drop=-0.005)
+    d = M.decide(sspec, m, [])
+    checks = {c.name: c for c in d.checks}
+    assert checks["brier_rise"].verdict == "info"
+    assert checks["brier_skill_drop"].verdict == "pass"
+    assert not d.alert
+    assert not d.retrain
+
+
+@pytest.mark.parametrize(
+    ("interval", "fires"),
+    [([0.01, 0.07], True), ([-0.01, 0.09], False)],  # a drop of 0.04 either way; only a significant one fires
+)
+def test_a_trigger_needs_its_interval_above_zero(sspec, interval, fires):
+    d = M.decide(sspec, quiet(roc_auc_drop=0.04, roc_auc_drop_interval=interval), [])
+    check = next(c for c in d.checks if c.name == "roc_auc_drop")
+    assert check.interval == tuple(interval)
+    assert d.retrain is fires
+    assert ("not significant" in check.detail) is not fires
+
+
+def test_window_metrics_carry_skill_and_intervals(sspec):
+    rng = np.random.default_rng(0)
+    n = 3000
+    y = (rng.random(n) < 0.3).astype(float)
+    p = np.clip(0.3 + 0.3 * (y - 0.3) + rng.normal(0, 0.15, n), 0.01, 0.99)
+    frame = pd.DataFrame({"delayed": y})
+    ref = pd.DataFrame({"prediction": rng.random(500)})
+    base = {"roc_auc": 0.99, "brier": 0.15, "positive_rate": 0.25}
+    m = M.window_metrics(sspec, frame, p, ref, threshold=0.5, baseline=base, columns={}, drift_share=0.0)
+    assert m["brier_skill"] == pytest.approx(1 - m["brier"] / (0.3 * 0.7), abs=0.02)
+    assert m["baseline_brier_skill"] == pytest.approx(1 - 0.15 / 0.1875)
+    low, high = m["roc_auc_drop_interval"]
+    assert low < m["roc_auc_drop"] < high
+    assert low > 0, "the window's AUC is far below 0.99"
+
+
+def _requests(*rows):
+    return [{"day": d, "retrain": r, "model_version": v} for d, r, v in rows]
+
+
+@pytest.mark.parametrize(
+    ("history", "champion", "blocked"),
+    [
+        # the request of Jul 1 was answered by a rejection (v1 still serves): again after the 7-day cool-down
+        (_requests(("2013-07-01", True, "1"), ("2013-07-08", False, "1")), "1", None),
+        (_requests(("2013-07-09", True, "1")), "1", "cooldown"),
+        # v2 was promoted after the request and first monitored on Jul 8: it gets the 31-day debounce
+        (_requests(("2013-07-01", True, "1"), ("2013-07-08", False, "2")), "2", "debounce"),
+        (_requests(("2013-06-01", True, "1"), ("2013-06-08", False, "2")), "2", None),
+    ],
+)
+def test_the_debounce_is_on_promotions_not_requests(sspec, history, champion, blocked):
+    d = M.decide(sspec, quiet(roc_auc_drop=0.05), history, champion=champion)
+    assert d.alert
+    assert d.blocked_by == blocked
+    assert d.retrain is (blocked is None)
