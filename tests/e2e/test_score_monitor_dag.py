@@ -186,12 +186,13 @@ def test_a_newer_champion_keeps_served_days_and_a_rescore_is_labelled(runs, lake
     announces no partition; ``rescore: true`` writes rescored/flights/version=<v>/date=… instead."""
     from mlflow import MlflowClient
 
-    from include.mlops import scoring
+    from include.mlops import scoring, tracking
 
     client = MlflowClient(module_mlflow, module_mlflow)
     first = client.get_model_version("flights", champion)
     before = lake.manifest("predictions", "flights", f"date={CONTROL}").sha256
-    newer = client.create_model_version("flights", first.source, run_id=first.run_id)
+    with tracking.using(module_mlflow):  # MLflow resolves a models:/m-... source with a default client
+        newer = client.create_model_version("flights", first.source, run_id=first.run_id)
     client.set_registered_model_alias("flights", "champion", newer.version)
     scoring.clear_cache()
     y, m, d = map(int, CONTROL.split("-"))

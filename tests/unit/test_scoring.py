@@ -11,6 +11,7 @@ import pytest
 
 from include.mlops import features as F
 from include.mlops import scoring as S
+from include.mlops import tracking
 from include.mlops import training as T
 from include.mlops.storage import Lake
 
@@ -243,7 +244,8 @@ def test_served_history_is_kept_and_a_rescore_is_a_separate_labelled_output(smal
     assert again["sha256"] == served["sha256"]
     before = lake.manifest("predictions", "flights", f"date={day}").as_dict()
 
-    newer = client.create_model_version("flights", first.source, run_id=first.run_id)  # same files, another version
+    with tracking.using(champion["uri"]):  # MLflow resolves a models:/m-... source with a default client
+        newer = client.create_model_version("flights", first.source, run_id=first.run_id)  # same files, new version
     client.set_registered_model_alias("flights", "champion", newer.version)
     try:
         kept = S.score_partition(small_spec, lake, day, run_id="scheduled__later", tracking_uri=champion["uri"])
