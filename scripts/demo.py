@@ -405,6 +405,16 @@ def _latest_version() -> dict:
     }
 
 
+def _debounce_rule(m) -> str:
+    """The spec's debounce in words: counted from promotions when a cool-down after a rejection is set."""
+    if m.retrain_cooldown_days is None:
+        return f"at most one request per {m.retrain_debounce_days} days"
+    return (
+        f"no request within {m.retrain_debounce_days} days of a promotion, "
+        f"nor within {m.retrain_cooldown_days} days of a rejected retrain"
+    )
+
+
 def _summary(story: Story, spec, root: str) -> int:
     say("summary")
     for dag_id, states in story.runs.items():
@@ -430,8 +440,8 @@ def _summary(story: Story, spec, root: str) -> int:
     say(
         f"    {len(story.checks) - 1} weekly drift checks: {len(fired)} fired a trigger, "
         f"{sum(bool(c['retrain']) for c in fired)} requested a retrain, "
-        f"{sum(c['blocked_by'] == 'debounce' for c in fired)} debounced "
-        f"(at most one request per {spec.monitoring.retrain_debounce_days} days)"
+        f"{sum(c['blocked_by'] in ('debounce', 'cooldown') for c in fired)} held back "
+        f"({_debounce_rule(spec.monitoring)})"
     )
     for c in fired:
         if c["retrain"]:
