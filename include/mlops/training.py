@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 CHALLENGER = "challenger"
 VERSION_TAGS = ("dataset", "feature_version", "spec_hash", "git_sha", "git_dirty", "trained_because", "retrain_of")
-BASELINE_METRICS = ("test_roc_auc", "test_brier")  # also tagged on the version: the monitor's baseline
+BASELINE_METRICS = ("test_roc_auc", "test_brier", "test_positive_rate")  # also version tags: the monitor's baseline
 SELECTION_METRIC = "roc_auc"  # validation metric that picks the search trial and the best candidate
 PERMUTATION_ROWS = 2000
 PERMUTATION_REPEATS = 3
