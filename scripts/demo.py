@@ -80,7 +80,7 @@ def _log_path(ti) -> Path:
     from airflow.configuration import conf
 
     template = conf.get("logging", "log_filename_template")
-    rel = jinja2.Template(template).render(ti=ti, try_number=ti.try_number)  # nosec B701 - Airflow's own template
+    rel = jinja2.Template(template).render(ti=ti, try_number=ti.try_number)
     return Path(conf.get("logging", "base_log_folder")) / rel
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from include.mlops.evaluation import Check, GateReport
 
-_VERDICT_STYLE = {"pass": "color:#1b7f3b", "fail": "color:#b3261e;font-weight:bold", "skip": "color:#777"}
+_VERDICT_STYLE = {"pass": "color:#1b7f3b", "fail": "color:#b3261e;font-weight:bold", "skip": "color:#777"}  # nosec B105
 
 
 def fmt(v: Any) -> str:

@@ -109,7 +109,7 @@ def test_train_candidates_tracks_registers_and_is_reproducible(small_spec, table
     first = T.train_candidates(small_spec, table, seed=3, tracking_uri=uri, tags=tags, feature_version="fv123")
     json.dumps(first.as_dict())  # small and JSON-serialisable, for XCom
 
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, uri)  # the registry too: a registry URI set by another test would win
     exp = client.get_experiment(first.experiment_id)
     assert exp.name == "flights"
     assert exp.artifact_location.startswith((tmp_path / "mlflow-artifacts").as_uri())
@@ -144,6 +144,7 @@ def test_train_candidates_tracks_registers_and_is_reproducible(small_spec, table
     assert version.tags["feature_version"] == "fv123"
     assert float(version.tags["test_roc_auc"]) == pytest.approx(first.metrics["test_roc_auc"], abs=1e-6)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     model = mlflow.sklearn.load_model("models:/flights@challenger")
     p = model.predict_proba(table[small_spec.feature_names].head(50))[:, 1]
     assert ((p > 0) & (p < 1)).all()
