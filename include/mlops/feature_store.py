@@ -1,0 +1,379 @@
+"""The online half of the feature store: Feast, fed by the same engine as training and batch scoring.
+
+Feast (0.67) holds, per dataset (a Feast *project*), two feature views keyed by the spec's ``entity_keys``:
+
+- ``<dataset>_features``: every feature of the spec plus ``feature_version`` (the lake's content version of the
+  features of that day, :func:`features.feature_version`) — the values :func:`features.features_for_dates`
+  computes, so a served row equals a batch-scored row exactly (no train/serve skew);
+- ``<dataset>_request``: the spec's ``online.request_fields`` as they were when the features were computed, so
+  a request whose fields differ (another tail number, another time) is refused rather than scored with features
+  of other inputs.
+
+:func:`materialize_day` writes one validated day (the ``<dataset>_materialize`` DAG runs it on every validated
+Asset event): incremental (that day's rows only), idempotent (a day whose stored ``feature_version`` already
+equals the lake's is not rewritten; a re-validated day is). A row's features read only its own day and, for
+windows, days strictly before it, so the store never holds a value computed with data after the row's day.
+
+Where the store lives comes from the environment (config in layers; no endpoint in the spec):
+
+- ``MLOPS_ONLINE_STORE``: unset or ``sqlite`` — the embedded default, SQLite files under ``MLOPS_ONLINE_DIR``
+  (default ``<MLOPS_DATA_ROOT>/online``); ``redis://host:port/<db>`` — Feast's Redis online store (production:
+  compose and the native topology).
+- ``MLOPS_FEAST_REGISTRY``: Feast's registry; default a file beside the SQLite store; a ``postgresql://`` URL
+  makes it Feast's SQL registry.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlparse
+
+import pandas as pd
+
+from include.mlops.config import DatasetSpec
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+    from include.mlops.storage import Lake
+
+STORE_ENV = "MLOPS_ONLINE_STORE"
+DIR_ENV = "MLOPS_ONLINE_DIR"
+REGISTRY_ENV = "MLOPS_FEAST_REGISTRY"
+VERSION_FIELD = "feature_version"  # non-null on every stored row: its absence means "no such entity"
+EVENT_TIME = "event_timestamp"
+
+
+class OnlineStoreError(RuntimeError):
+    """The online store cannot answer: not configured, not materialized, or a day that is not validated."""
+
+
+class EntityNotFound(OnlineStoreError):
+    """Requested entity keys with no row in the online store."""
+
+
+class StaleFeatures(OnlineStoreError):
+    """A request field differs from the value the stored features were computed with."""
+
+
+def features_view(spec: DatasetSpec) -> str:
+    return f"{spec.name}_features"
+
+
+def field_name(spec: DatasetSpec, feature: str) -> str:
+    """The Feast field of a feature: its own name, or ``feature__<name>`` for a feature named like an entity key
+    (Feast would take that column for the key)."""
+    return f"feature__{feature}" if feature in spec.entity_keys else feature
+
+
+def request_view(spec: DatasetSpec) -> str:
+    return f"{spec.name}_request"
+
+
+# -- configuration ---------------------------------------------------------------------------------------
+def online_dir() -> Path:
+    """Folder of the embedded store's SQLite files: ``MLOPS_ONLINE_DIR`` or ``<data root>/online``."""
+    from include.mlops.storage import data_root
+
+    given = os.environ.get(DIR_ENV)
+    if given:
+        return Path(given)
+    root = data_root()
+    if "://" in root and not root.startswith("file://"):
+        raise OnlineStoreError(
+            f"the lake is at {root}: the embedded SQLite store needs a local folder, set {DIR_ENV} "
+            f"or {STORE_ENV}=redis://host:port/<db>"
+        )
+    return Path(root.removeprefix("file://")) / "online"
+
+
+def _redis_connection(url: str) -> str:
+    """Feast's Redis connection string (``host:port,db=N,password=…``) for a ``redis://`` URL."""
+    u = urlparse(url)
+    parts = [f"{u.hostname or 'localhost'}:{u.port or 6379}"]
+    db = (u.path or "/").strip("/") or parse_qs(u.query).get("db", ["0"])[0]
+    parts.append(f"db={int(db)}")
+    if u.password:
+        parts.append(f"password={u.password}")
+    if u.scheme == "rediss":
+        parts.append("ssl=true")
+    return ",".join(parts)
+
+
+def describe_store(spec: DatasetSpec) -> str:
+    """Where ``spec``'s online features live, without secrets (for logs, health and the CLI)."""
+    url = os.environ.get(STORE_ENV, "")
+    if url.startswith(("redis://", "rediss://")):
+        u = urlparse(url)
+        return f"redis {u.hostname}:{u.port or 6379}{u.path or '/0'}"
+    return f"sqlite {online_dir() / (spec.name + '.db')}"
+
+
+def repo_config(spec: DatasetSpec, *, registry_ttl_seconds: int = 10) -> Any:
+    """Feast's RepoConfig for ``spec``'s project, from the environment (module docstring)."""
+    from feast import RepoConfig
+    from feast.repo_config import RegistryConfig
+
+    url = os.environ.get(STORE_ENV, "")
+    if url.startswith(("redis://", "rediss://")):
+        from feast.infra.online_stores.redis import RedisOnlineStoreConfig
+
+        online: Any = RedisOnlineStoreConfig(connection_string=_redis_connection(url))
+    elif url in ("", "sqlite"):
+        from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+
+        online_dir().mkdir(parents=True, exist_ok=True)
+        online = SqliteOnlineStoreConfig(path=str(online_dir() / f"{spec.name}.db"))
+    else:
+        raise OnlineStoreError(f"{STORE_ENV}={url.split('@')[-1]!r}: use 'sqlite' or a redis://host:port/<db> URL")
+    registry_url = os.environ.get(REGISTRY_ENV, "")
+    if registry_url.startswith("postgresql"):
+        registry = RegistryConfig(registry_type="sql", path=registry_url, cache_ttl_seconds=registry_ttl_seconds)
+    else:
+        path = registry_url or str(online_dir() / f"{spec.name}.registry.db")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        registry = RegistryConfig(path=path, cache_ttl_seconds=registry_ttl_seconds)
+    return RepoConfig(
+        project=spec.name,
+        provider="local",
+        registry=registry,
+        online_store=online,
+        entity_key_serialization_version=3,
+    )
+
+
+# -- definitions -----------------------------------------------------------------------------------------
+def _feast_type(dtype: str) -> Any:
+    from feast.types import Bool, Float64, Int64, String
+
+    return {"int": Int64, "float": Float64, "bool": Bool}.get(dtype, String)
+
+
+def _value_type(dtype: str) -> Any:
+    from feast import ValueType
+
+    return ValueType.INT64 if dtype == "int" else ValueType.STRING
+
+
+def definitions(spec: DatasetSpec, lake_uri: str = "") -> list[Any]:
+    """The Feast objects of ``spec``: one entity per entity key and the two feature views, each feature with its
+    spec description and definition as tags (what ``feast`` and :func:`catalog` show)."""
+    import json
+    from datetime import timedelta
+
+    from feast import Entity, FeatureView, Field, FileSource
+
+    primary = spec.primary_columns
+    entities = [
+        Entity(name=k, join_keys=[k], value_type=_value_type(primary[k]), description=f"entity key of {spec.name}")
+        for k in spec.entity_keys
+    ]
+    keys = [Field(name=k, dtype=_feast_type(primary[k])) for k in spec.entity_keys]
+    # The offline half is the lake's versioned feature table; Feast never reads it (rows are written by
+    # materialize_day from the same engine), the source only records where it is.
+    source = FileSource(
+        name=f"{spec.name}_lake_features", path=f"{lake_uri}/features/{spec.name}", timestamp_field=EVENT_TIME
+    )
+    feature_fields = [
+        Field(
+            name=field_name(spec, f.name),
+            dtype=_feast_type(f.dtype),
+            description=f.description,
+            tags={"kind": f.kind, "definition": json.dumps(f.model_dump(exclude_none=True, exclude={"name"}))},
+        )
+        for f in spec.features
+    ]
+    version = Field(name=VERSION_FIELD, dtype=_feast_type("str"), description="lake feature version of the row's day")
+    fv = FeatureView(
+        name=features_view(spec),
+        entities=entities,
+        ttl=timedelta(0),
+        schema=[*keys, *feature_fields, version],
+        source=source,
+        online=True,
+        description=spec.description.strip(),
+        owner=spec.owner,
+        tags={"dataset": spec.name},
+    )
+    rv = FeatureView(
+        name=request_view(spec),
+        entities=entities,
+        ttl=timedelta(0),
+        schema=[*keys, *(Field(name=c, dtype=_feast_type(primary[c])) for c in spec.online.request_fields)],
+        source=source,
+        online=True,
+        description="request fields as they were when the features were computed",
+        tags={"dataset": spec.name},
+    )
+    return [*entities, fv, rv]
+
+
+def open_store(spec: DatasetSpec, *, apply: bool = False, lake_uri: str = "") -> FeatureStore:
+    """A Feast FeatureStore for ``spec`` (``apply``: register the definitions first, idempotently)."""
+    import warnings
+
+    from feast import FeatureStore
+
+    with warnings.catch_warnings():  # Feast warns about its own experimental features on every call
+        warnings.simplefilter("ignore")
+        store = FeatureStore(config=repo_config(spec))
+        if apply:
+            store.apply(definitions(spec, lake_uri))
+    return store
+
+
+# -- values ----------------------------------------------------------------------------------------------
+def _stored(dtype: str, values: pd.Series, tz: str = "UTC") -> list[Any]:
+    """Column values as Feast stores them: int / float / str, None for missing; datetimes as UTC ISO text (a time
+    without an offset is wall-clock time in ``tz``, the spec's timezone)."""
+    if dtype == "datetime":
+        return [None if pd.isna(v) else _instant(v, tz).isoformat() for v in values]
+    if dtype in ("int", "float", "bool"):
+        return [None if pd.isna(v) else v.item() if hasattr(v, "item") else v for v in values]
+    return [None if pd.isna(v) else str(v) for v in values]
+
+
+def _same(dtype: str, sent: Any, stored: Any, tz: str) -> bool:
+    if sent is None or stored is None:
+        return sent is None and stored is None
+    if dtype == "datetime":
+        try:
+            return _instant(sent, tz) == pd.Timestamp(stored)
+        except (ValueError, TypeError):
+            return False
+    if dtype in ("int", "float"):
+        return isinstance(sent, int | float) and sent == stored
+    return str(sent) == stored
+
+
+def _instant(value: Any, tz: str) -> pd.Timestamp:
+    t = pd.Timestamp(value)
+    return (t.tz_localize(tz) if t.tzinfo is None else t).tz_convert("UTC")
+
+
+def _key_values(spec: DatasetSpec, frame: pd.DataFrame) -> dict[str, list[Any]]:
+    return {k: _stored("int" if spec.primary_columns[k] == "int" else "str", frame[k]) for k in spec.entity_keys}
+
+
+# -- materialization -------------------------------------------------------------------------------------
+def materialize_day(
+    spec: DatasetSpec, lake: Lake, day: date | str, *, store: FeatureStore | None = None
+) -> dict[str, Any]:
+    """Write the features of validated day ``day`` to the online store; a JSON-serialisable summary.
+
+    Skipped (``written: False``) when every row of the day already holds the lake's current feature version."""
+    import time
+
+    from include.mlops import features as F
+    from include.mlops.storage import date_partition
+
+    t0 = time.perf_counter()
+    day = day if isinstance(day, date) else date.fromisoformat(str(day)[:10])
+    partition = date_partition(day)
+    if lake.manifest("validated", spec.name, partition) is None:
+        raise OnlineStoreError(f"validated/{spec.name}/{partition} does not exist: nothing to materialize")
+    version, _ = F.feature_version(lake, spec, day, day)
+    table = F.features_for_dates(lake, spec, day, day)  # the engine of training and batch scoring
+    primary = lake.read_table("validated", spec.name, partition, spec.source.primary_table)
+    if len(primary) != len(table):  # build_features: one row per primary row, in input order
+        raise OnlineStoreError(f"{partition}: {len(table)} feature rows for {len(primary)} validated rows")
+    store = store or open_store(spec, apply=True, lake_uri=lake.url)
+    summary = {"dataset": spec.name, "date": day.isoformat(), "rows": len(table), "feature_version": version}
+    summary["store"] = describe_store(spec)
+    if table.empty:
+        return summary | {"written": False, "reason": "no rows", "seconds": round(time.perf_counter() - t0, 3)}
+    keys = _key_values(spec, table)
+    held = _read(store, [f"{features_view(spec)}:{VERSION_FIELD}"], keys)[VERSION_FIELD]
+    if all(v == version for v in held):
+        reason = f"unchanged: every row holds feature version {version}"
+        return summary | {"written": False, "reason": reason, "seconds": round(time.perf_counter() - t0, 3)}
+    now = datetime.now(UTC)  # Feast keeps the newest event per key: a re-validated day replaces the old rows
+    kinds = {f.name: f.dtype for f in spec.features}
+    values = {field_name(spec, f): _stored(kinds[f], table[f]) for f in spec.feature_names}
+    rows = pd.DataFrame({**keys, **values, VERSION_FIELD: version, EVENT_TIME: now})
+    raw = {c: _stored(spec.primary_columns[c], primary[c], spec.time.timezone) for c in spec.online.request_fields}
+    request = pd.DataFrame({**keys, **raw, EVENT_TIME: now})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        store.write_to_online_store(features_view(spec), rows)
+        if spec.online.request_fields:
+            store.write_to_online_store(request_view(spec), request)
+    return summary | {"written": True, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _read(store: FeatureStore, refs: list[str], keys: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+    return store.get_online_features(features=refs, entity_rows=dict(keys), full_feature_names=False).to_dict()
+
+
+# -- lookup at serving time ------------------------------------------------------------------------------
+@dataclass
+class OnlineLookup:
+    """Features by entity key for the scoring server: one Feast store, read under a lock (the embedded
+    SQLite store shares one connection between the server's threads)."""
+
+    spec: DatasetSpec
+    store: Any
+    _lock: threading.Lock
+
+    @classmethod
+    def open(cls, spec: DatasetSpec) -> OnlineLookup:
+        return cls(spec, open_store(spec), threading.Lock())
+
+    @property
+    def fields(self) -> list[str]:
+        """What a keyed request carries: the entity keys, then the request fields."""
+        return [*self.spec.entity_keys, *self.spec.online.request_fields]
+
+    def kinds(self) -> dict[str, str]:
+        """Request kind per field for serving's type checks: ``int``, ``float`` or ``any``."""
+        out = {}
+        for c in self.fields:
+            dtype = self.spec.primary_columns[c]
+            out[c] = dtype if dtype in ("int", "float") else "any"
+        return out
+
+    def columns(self, features: Sequence[str], sent: Mapping[str, list[Any]]) -> list[list[Any]]:
+        """The stored values of ``features`` (one list per feature) for the rows of ``sent`` (field -> values).
+
+        Raises EntityNotFound naming the first missing keys, StaleFeatures naming a request field that differs
+        from the stored one, OnlineStoreError when the store cannot be read."""
+        spec = self.spec
+        keys = {k: [_entity(spec.primary_columns[k], v) for v in sent[k]] for k in spec.entity_keys}
+        refs = [f"{features_view(spec)}:{field_name(spec, f)}" for f in [*features, VERSION_FIELD]]
+        refs += [f"{request_view(spec)}:{c}" for c in spec.online.request_fields]
+        try:
+            with self._lock:
+                got = self.store.get_online_features(features=refs, entity_rows=keys, full_feature_names=True).to_dict()
+        except Exception as exc:
+            raise OnlineStoreError(f"the online store cannot be read: {type(exc).__name__}: {exc}") from None
+        versions = got[f"{features_view(spec)}__{VERSION_FIELD}"]
+        missing = [i for i, v in enumerate(versions) if v is None]
+        if missing:
+            shown = [{k: keys[k][i] for k in keys} for i in missing[:3]]
+            raise EntityNotFound(
+                f"{len(missing)} of {len(versions)} rows have no online features for entity keys {shown}"
+                f"{' …' if len(missing) > 3 else ''}: the day is not materialized, or no such {spec.name} row"
+            )
+        for c in spec.online.request_fields:
+            stored = got[f"{request_view(spec)}__{c}"]
+            for i, (s, v) in enumerate(zip(sent[c], stored, strict=True)):
+                if not _same(spec.primary_columns[c], s, v, spec.time.timezone):
+                    raise StaleFeatures(
+                        f"row {i}: the online features of { ({k: keys[k][i] for k in keys}) } were computed with "
+                        f"{c}={v!r}, the request says {s!r}: no features for those inputs"
+                    )
+        return [got[f"{features_view(spec)}__{field_name(spec, f)}"] for f in features]
+
+
+def _entity(dtype: str, value: Any) -> Any:
+    if dtype == "int":
+        return int(value) if isinstance(value, int | float) and float(value).is_integer() else value
+    return None if value is None else str(value)
