@@ -18,12 +18,14 @@ ALERT_CONN_ID = "mlops_alerts"
 
 def asset(kind: str, dataset: str) -> Asset:
     """The one definition of each Asset, so producers and consumers always agree on its URI:
-    ``validated`` (lake partitions), ``predictions``, ``champion`` (the model alias), ``retrain`` (requests)."""
+    ``validated`` (lake partitions), ``predictions``, ``champion`` (the model alias), ``retrain`` (requests),
+    ``online`` (the online feature store)."""
     names = {
         "validated": (f"validated/{dataset}", "lake"),
         "predictions": (f"predictions/{dataset}", "lake"),
         "champion": (f"model/{dataset}@champion", "model"),
         "retrain": (f"retrain/{dataset}", "model"),
+        "online": (f"online/{dataset}", "features"),
     }
     name, group = names[kind]
     path = name.replace("@", "/")

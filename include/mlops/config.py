@@ -487,11 +487,19 @@ class ValidationSpec(_Model):
 
 
 class TimeoutSpec(_Model):
-    """``execution_timeout`` of every task: per DAG kind (ingest, train, score, monitor, rollback), else default."""
+    """``execution_timeout`` of every task: per DAG kind (ingest, train, score, materialize, monitor, rollback),
+    else default."""
 
     default_minutes: float = Field(default=240, gt=0, description="training and any DAG kind not listed")
     per_dag: dict[str, float] = Field(
-        default_factory=lambda: {"ingest": 60, "score": 60, "reconcile": 60, "monitor": 60, "rollback": 15},
+        default_factory=lambda: {
+            "ingest": 60,
+            "score": 60,
+            "materialize": 60,
+            "reconcile": 60,
+            "monitor": 60,
+            "rollback": 15,
+        },
         description="DAG kind -> minutes (a day's ingest takes seconds; a hung parse or source is cut off)",
     )
 

@@ -309,6 +309,12 @@ def materialize_day(
     return summary | {"written": True, "seconds": round(time.perf_counter() - t0, 3)}
 
 
+def describe(result: Mapping[str, Any]) -> str:
+    """One log line for a :func:`materialize_day` summary."""
+    what = f"{result['rows']} rows written" if result["written"] else result["reason"]
+    return f"{result['dataset']} {result['date']}: {what} -> {result['store']} ({result['seconds']} s)"
+
+
 def _read(store: FeatureStore, refs: list[str], keys: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
     return store.get_online_features(features=refs, entity_rows=dict(keys), full_feature_names=False).to_dict()
 
