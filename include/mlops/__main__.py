@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     h = sub.add_parser("audit", help="promotion / rejection / rollback history of a registered model")
     h.add_argument("dataset", help="dataset name (= registered model name), e.g. flights")
     h.add_argument("--at", help="also say which version was champion at this time (ISO, UTC)")
+    f = sub.add_parser("features", help="list a dataset's features: definitions, freshness, the models that use them")
+    f.add_argument("dataset", help="dataset name, e.g. flights")
+    f.add_argument("--json", action="store_true", help="print the catalog as JSON")
     a = p.parse_args(argv)
 
     if a.cmd == "seed-source":
@@ -59,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         if a.at:
             version = registry.champion_at(spec, a.at, entries=entries)
             print(f"champion at {a.at}: {'v' + version if version else 'none'}")
+        return 0
+    if a.cmd == "features":
+        from include.mlops import feature_store
+        from include.mlops.config import load_spec
+        from include.mlops.storage import Lake
+
+        cat = feature_store.catalog(load_spec(a.dataset), Lake())
+        print(json.dumps(cat, indent=2) if a.json else feature_store.format_catalog(cat))
         return 0
     return 2
 

@@ -306,7 +306,22 @@ def materialize_day(
         store.write_to_online_store(features_view(spec), rows)
         if spec.online.request_fields:
             store.write_to_online_store(request_view(spec), request)
+    _log_day(spec, lake, summary | {"at": now.isoformat(timespec="seconds")})
     return summary | {"written": True, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _record_path(spec: DatasetSpec) -> str:
+    return f"reports/{spec.name}/online_store.json"
+
+
+def _log_day(spec: DatasetSpec, lake: Lake, entry: Mapping[str, Any]) -> None:
+    """Note a materialized day in the lake (what :func:`catalog` reports as freshness); a record of another
+    store is replaced."""
+    record = lake.read_json(_record_path(spec)) if lake.exists(_record_path(spec)) else {}
+    if record.get("store") != entry["store"]:
+        record = {"store": entry["store"], "days": {}}
+    record["days"][entry["date"]] = {k: entry[k] for k in ("feature_version", "rows", "at")}
+    lake.write_json(_record_path(spec), record)
 
 
 def describe(result: Mapping[str, Any]) -> str:
@@ -383,3 +398,114 @@ def _entity(dtype: str, value: Any) -> Any:
     if dtype == "int":
         return int(value) if isinstance(value, int | float) and float(value).is_integer() else value
     return None if value is None else str(value)
+
+
+# -- discovery -------------------------------------------------------------------------------------------
+def definition(spec: DatasetSpec, name: str) -> str:
+    """How a feature is computed, in one line of text."""
+    f = next(x for x in spec.features if x.name == name)
+    if f.calendar is not None:
+        return f"{f.calendar.part} of {f.calendar.column}"
+    if f.expr is not None:
+        return f.expr
+    if f.window is not None:
+        w = f.window
+        by = f" per {', '.join(w.by)}" if w.by else ""
+        prior = f", smoothed with {w.prior:g} pseudo rows" if w.prior else ""
+        return f"{w.agg} of {w.of}{by} over the {w.days} days before the row's day{prior}"
+    if f.function is not None:
+        return f"{spec.module}.{f.function}(primary, tables)"
+    return f"column {f.source_column}"
+
+
+def _model_users(spec: DatasetSpec, tracking_uri: str | None) -> dict[str, list[str]]:
+    """Feature -> registered versions trained on it (``v3 (champion)``), from each version's training run."""
+    from mlflow import MlflowClient
+
+    from include.mlops.training import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri()
+    client = MlflowClient(uri, uri)
+    users: dict[str, list[str]] = {}
+    versions = sorted(client.search_model_versions(f"name='{spec.name}'"), key=lambda v: int(v.version))
+    aliases: dict[str, list[str]] = {}
+    if versions:  # search results carry no aliases: the registered model has them
+        for alias, version in client.get_registered_model(spec.name).aliases.items():
+            aliases.setdefault(str(version), []).append(alias)
+    for mv in versions:
+        run = client.get_run(mv.run_id)
+        names = run.data.params.get("features")
+        parent = run.data.tags.get("mlflow.parentRunId")
+        if names is None and parent:
+            names = client.get_run(parent).data.params.get("features")
+        named = sorted(aliases.get(str(mv.version), []))
+        label = f"v{mv.version}" + (f" ({', '.join(named)})" if named else "")
+        for n in (names or "").split(","):
+            users.setdefault(n, []).append(label)
+    return users
+
+
+def catalog(spec: DatasetSpec, lake: Lake, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Every feature of ``spec`` with its definition, the registered versions that use it, and the freshness of
+    the online store (last materialized day) and of the lake's feature tables. JSON-serialisable."""
+    record = lake.read_json(_record_path(spec)) if lake.exists(_record_path(spec)) else {"days": {}}
+    days = sorted(record.get("days", {}))
+    last = record["days"][days[-1]] if days else None
+    try:
+        users, registry_error = _model_users(spec, tracking_uri), None
+    except Exception as exc:  # the catalog still lists the features with the registry down
+        users, registry_error = {}, f"{type(exc).__name__}: {exc}"
+    tables = lake.partitions("features", spec.name)
+    return {
+        "dataset": spec.name,
+        "entity_keys": spec.entity_keys,
+        "request_fields": spec.online.request_fields,
+        "online": {
+            "store": describe_store(spec),
+            "view": features_view(spec),
+            "days": len(days),
+            "first_day": days[0] if days else None,
+            "last_day": days[-1] if days else None,
+            "last_materialized_at": last["at"] if last else None,
+            "last_feature_version": last["feature_version"] if last else None,
+        },
+        "offline": {"feature_tables": len(tables), "uri": lake.uri(lake.path("features", spec.name))},
+        "registry_error": registry_error,
+        "features": [
+            {
+                "name": f.name,
+                "dtype": f.dtype,
+                "kind": f.kind,
+                "description": f.description,
+                "definition": definition(spec, f.name),
+                "reads": spec.feature_inputs(f),
+                "used_by": users.get(f.name, []),
+            }
+            for f in spec.features
+        ],
+    }
+
+
+def format_catalog(cat: Mapping[str, Any]) -> str:
+    """The catalog as text for a terminal."""
+    o = cat["online"]
+    fresh = (
+        f"days {o['first_day']} .. {o['last_day']} ({o['days']}), last written {o['last_materialized_at']}"
+        if o["days"]
+        else "nothing materialized yet"
+    )
+    lines = [
+        f"{cat['dataset']}: {len(cat['features'])} features; entity keys {', '.join(cat['entity_keys'])}; "
+        f"request fields {', '.join(cat['request_fields']) or 'none'}",
+        f"online store: {o['store']}, view {o['view']}: {fresh}",
+        f"offline: {cat['offline']['feature_tables']} feature table version(s) at {cat['offline']['uri']}",
+    ]
+    if cat["registry_error"]:
+        lines.append(f"model registry not reachable: {cat['registry_error']}")
+    rows = [("feature", "dtype", "kind", "definition", "used by")]
+    rows += [
+        (f["name"], f["dtype"], f["kind"], f["definition"], ", ".join(f["used_by"]) or "-") for f in cat["features"]
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4] for r in rows]
+    return "\n".join(lines)

@@ -200,3 +200,39 @@ def test_pizzas_served_from_entity_keys_equal_batch_predictions(pizzas, pizza_la
     day = PIZZA_DAYS[-1]
     assert FS.materialize_day(pizzas, pizza_lake, day)["written"] is True
     assert assert_parity(pizzas, pizza_lake, day, pizza_champion) > 50
+
+
+# -- discovery ---------------------------------------------------------------------------------------------
+def test_the_catalog_lists_definitions_freshness_and_the_models_using_each_feature(
+    small_spec,  # noqa: F811
+    lake,  # noqa: F811
+    champion,  # noqa: F811
+    monkeypatch,
+    capsys,
+):
+    import json
+
+    from include.mlops.__main__ import main
+
+    FS.materialize_day(small_spec, lake, DAY)
+    monkeypatch.setenv("MLOPS_DATA_ROOT", lake.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", champion["uri"])
+    assert main(["features", "flights", "--json"]) == 0
+    cat = json.loads(capsys.readouterr().out)
+    assert [f["name"] for f in cat["features"]] == small_spec.feature_names
+    by_name = {f["name"]: f for f in cat["features"]}
+    assert by_name["route_delay_rate"]["kind"] == "window"
+    assert by_name["route_delay_rate"]["definition"].startswith("rate of label per origin, dest over the 28 days")
+    assert by_name["plane_age"]["definition"] == "year - plane.year"
+    assert by_name["plane_age"]["reads"] == ["year", "plane.year"]
+    used = {tuple(f["used_by"]) for f in cat["features"]}
+    assert len(used) == 1, cat["registry_error"]  # every feature: the one registered version, by its aliases
+    (label,) = used.pop()
+    assert label.startswith(f"v{champion['version']} (")
+    assert "champion" in label
+    assert cat["online"]["last_day"] == DAY
+    assert cat["online"]["last_feature_version"] == F.feature_version(lake, small_spec, DAY, DAY)[0]
+    assert main(["features", "flights"]) == 0
+    text = capsys.readouterr().out
+    assert "route_delay_rate" in text
+    assert f"last written {cat['online']['last_materialized_at']}" in text
