@@ -18,9 +18,9 @@ SQLite one unless `MLOPS_ONLINE_STORE` names a Redis (`redis://host:port/<db>`).
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
-from include.mlops.airflow_adapter import asset, dag_dates, default_args
+from include.mlops.airflow_adapter import asset, dag_dates, day_param, default_args, validated_days
 from include.mlops.config import DatasetSpec, load_spec_file, spec_paths
 
 
@@ -38,16 +38,7 @@ def build(spec: DatasetSpec):
         max_active_runs=1,  # one writer per store: days land in order
         default_args=default_args(spec.owner) | {"execution_timeout": spec.timeouts.execution_timeout("materialize")},
         tags=["mlops", spec.name, "features"],
-        params={
-            "date": Param(
-                None,
-                type=["null", "string"],
-                format="date",
-                title="Day (optional)",
-                description="Validated day (YYYY-MM-DD) to materialize; default: the days named by the triggering "
-                "validated-Asset events (a manual run without it materializes its logical day).",
-            ),
-        },
+        params={"date": day_param("materialize")},
     )
     def materialize_dag():
         @task(outlets=[online])
@@ -55,15 +46,10 @@ def build(spec: DatasetSpec):
             """Write each validated day of the run to the online store; emit the online Asset event."""
             from airflow.sdk.exceptions import AirflowFailException
 
-            from include.mlops import feature_store, scoring
-            from include.mlops.airflow_adapter import run_interval
+            from include.mlops import feature_store
             from include.mlops.storage import Lake
 
-            events = (context.get("triggering_asset_events") or {}).get(validated, [])
-            manual = params.get("date") or not events
-            days = scoring.partitions_to_score(
-                [e.extra for e in events], params.get("date"), run_interval(context)[0] if manual else None
-            )
+            days = validated_days(context, validated, params.get("date"))
             lake = Lake()
             try:
                 store = feature_store.open_store(spec, apply=True, lake_uri=lake.url)
