@@ -134,7 +134,9 @@ def repo_config(spec: DatasetSpec, *, registry_ttl_seconds: int = 10) -> Any:
         raise OnlineStoreError(f"{STORE_ENV}={url.split('@')[-1]!r}: use 'sqlite' or a redis://host:port/<db> URL")
     registry_url = os.environ.get(REGISTRY_ENV, "")
     if registry_url.startswith("postgresql"):
-        registry = RegistryConfig(registry_type="sql", path=registry_url, cache_ttl_seconds=registry_ttl_seconds)
+        from feast.infra.registry.sql import SqlRegistryConfig
+
+        registry = SqlRegistryConfig(path=registry_url, cache_ttl_seconds=registry_ttl_seconds)
     else:
         path = registry_url or str(online_dir() / f"{spec.name}.registry.db")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
