@@ -336,6 +336,19 @@ def _read(store: FeatureStore, refs: list[str], keys: Mapping[str, Sequence[Any]
     return store.get_online_features(features=refs, entity_rows=dict(keys), full_feature_names=False).to_dict()
 
 
+def request_rows(spec: DatasetSpec, lake: Lake, day: date | str) -> pd.DataFrame:
+    """What an online client sends for every row of validated ``day``: the entity keys (as stored) and the
+    spec's request fields (JSON-ready values, None for missing), one row per validated row, in order."""
+    from include.mlops import features as F
+
+    table = F.features_for_dates(lake, spec, day, day)
+    primary = lake.read_table("validated", spec.name, f"date={str(day)[:10]}", spec.source.primary_table)
+    sent = table[spec.entity_keys].copy()
+    for c in spec.online.request_fields:
+        sent[c] = primary[c].astype(object).where(primary[c].notna(), None).to_numpy()
+    return sent
+
+
 # -- lookup at serving time ------------------------------------------------------------------------------
 @dataclass
 class OnlineLookup:

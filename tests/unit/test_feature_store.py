@@ -43,16 +43,6 @@ def online_dir(tmp_path_factory):
             os.environ[k] = v
 
 
-def keyed_rows(spec, store: Lake, day: str) -> pd.DataFrame:
-    """What an online client sends for every row of ``day``: the entity keys and the spec's request fields."""
-    table = F.features_for_dates(store, spec, day, day)
-    primary = store.read_table("validated", spec.name, f"date={day}", spec.source.primary_table)
-    sent = table[spec.entity_keys].copy()
-    for c in spec.online.request_fields:
-        sent[c] = primary[c].astype(object).where(primary[c].notna(), None).to_numpy()
-    return sent
-
-
 def serve(spec, uri: str) -> TestClient:
     return TestClient(V.create_app(V.Settings(spec.name, tracking_uri=uri, reload_seconds=0), spec=spec))
 
@@ -62,7 +52,7 @@ def assert_parity(spec, store: Lake, day: str, uri: str) -> int:
     the first rows one per request (the fast path's single-row walk) in both JSON layouts."""
     S.score_partition(spec, store, day, tracking_uri=uri)
     batch = store.read_table("predictions", spec.name, f"date={day}", "predictions")
-    sent = keyed_rows(spec, store, day)
+    sent = FS.request_rows(spec, store, day)
     pd.testing.assert_frame_equal(batch[spec.entity_keys], sent[spec.entity_keys])
     with serve(spec, uri) as client:
         r = client.post("/invocations", content=V.request_body(sent, "records"))
@@ -119,7 +109,7 @@ def flights_client(small_spec, lake, champion):  # noqa: F811
 
 
 def _one(small_spec, lake, **change) -> bytes:  # noqa: F811
-    row = keyed_rows(small_spec, lake, DAY).iloc[[0]].copy()
+    row = FS.request_rows(small_spec, lake, DAY).iloc[[0]].copy()
     for k, v in change.items():
         row[k] = v
     return V.request_body(row, "records")
@@ -143,7 +133,7 @@ def test_a_request_field_that_differs_from_the_stored_one_is_refused(flights_cli
 
 
 def test_a_keyed_request_missing_a_request_field_names_it(flights_client, small_spec, lake):  # noqa: F811
-    row = keyed_rows(small_spec, lake, DAY).iloc[[0]].drop(columns=["sched_dep_time"])
+    row = FS.request_rows(small_spec, lake, DAY).iloc[[0]].drop(columns=["sched_dep_time"])
     r = flights_client.post("/invocations", content=V.request_body(row, "records"))
     assert r.status_code == 422
     assert "sched_dep_time" in r.json()["message"]
