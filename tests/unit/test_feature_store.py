@@ -226,3 +226,19 @@ def test_the_catalog_lists_definitions_freshness_and_the_models_using_each_featu
     text = capsys.readouterr().out
     assert "route_delay_rate" in text
     assert f"last written {cat['online']['last_materialized_at']}" in text
+
+
+def test_model_health_shows_the_feature_catalog(small_spec, lake, champion):  # noqa: F811
+    from include.mlops.health import PublicUrls, model_health
+    from include.mlops.health_html import render_page
+
+    FS.materialize_day(small_spec, lake, DAY)
+    health = model_health(small_spec, lake, champion["uri"])
+    assert "features" not in health["errors"]
+    assert health["features"]["online"]["last_day"] == DAY
+    page = render_page(health, ["flights"], PublicUrls.from_env())
+    section = page[page.index("<h2>Features</h2>") :]
+    assert section.count("<tr>") == len(small_spec.features) + 1
+    assert "year - plane.year" in section
+    assert f"v{champion['version']} (" in section
+    assert f"… {DAY} (" in section
