@@ -1,13 +1,15 @@
 """The online half of the feature store: Feast, fed by the same engine as training and batch scoring.
 
-Feast (0.67) holds, per dataset (a Feast *project*), two feature views keyed by the spec's ``entity_keys``:
+Feast (0.67) holds, per dataset (a Feast *project*), one feature view ``<dataset>_features`` keyed by the spec's
+``entity_keys`` (one Feast entity each) with
 
-- ``<dataset>_features``: every feature of the spec plus ``feature_version`` (the lake's content version of the
-  features of that day, :func:`features.feature_version`) — the values :func:`features.features_for_dates`
-  computes, so a served row equals a batch-scored row exactly (no train/serve skew);
-- ``<dataset>_request``: the spec's ``online.request_fields`` as they were when the features were computed, so
-  a request whose fields differ (another tail number, another time) is refused rather than scored with features
-  of other inputs.
+- every feature of the spec (a feature named like an entity key as ``feature__<name>``), the values
+  :func:`features.features_for_dates` computes, so a served row equals a batch-scored row exactly (no
+  train/serve skew);
+- ``feature_version``: the lake's content version of the features of the row's day (:func:`features.feature_version`);
+- ``request__<column>``: the spec's ``online.request_fields`` as they were when the features were computed, so a
+  request whose fields differ (another tail number, another time) is refused rather than scored with features
+  of other inputs. One view: a lookup is one read of the store.
 
 :func:`materialize_day` writes one validated day (the ``<dataset>_materialize`` DAG runs it on every validated
 Asset event): incremental (that day's rows only), idempotent (a day whose stored ``feature_version`` already
@@ -72,8 +74,9 @@ def field_name(spec: DatasetSpec, feature: str) -> str:
     return f"feature__{feature}" if feature in spec.entity_keys else feature
 
 
-def request_view(spec: DatasetSpec) -> str:
-    return f"{spec.name}_request"
+def request_field(column: str) -> str:
+    """The Feast field holding request field ``column`` as it was when the row's features were computed."""
+    return f"request__{column}"
 
 
 # -- configuration ---------------------------------------------------------------------------------------
@@ -164,7 +167,7 @@ def _value_type(dtype: str) -> Any:
 
 
 def definitions(spec: DatasetSpec, lake_uri: str = "") -> list[Any]:
-    """The Feast objects of ``spec``: one entity per entity key and the two feature views, each feature with its
+    """The Feast objects of ``spec``: one entity per entity key and the feature view, each feature with its
     spec description and definition as tags (what ``feast`` and :func:`catalog` show)."""
     import json
     from datetime import timedelta
@@ -192,28 +195,22 @@ def definitions(spec: DatasetSpec, lake_uri: str = "") -> list[Any]:
         for f in spec.features
     ]
     version = Field(name=VERSION_FIELD, dtype=_feast_type("str"), description="lake feature version of the row's day")
+    request = [
+        Field(name=request_field(c), dtype=_feast_type(primary[c]), description=f"request field {c} as computed with")
+        for c in spec.online.request_fields
+    ]
     fv = FeatureView(
         name=features_view(spec),
         entities=entities,
         ttl=timedelta(0),
-        schema=[*keys, *feature_fields, version],
+        schema=[*keys, *feature_fields, version, *request],
         source=source,
         online=True,
         description=spec.description.strip(),
         owner=spec.owner,
         tags={"dataset": spec.name},
     )
-    rv = FeatureView(
-        name=request_view(spec),
-        entities=entities,
-        ttl=timedelta(0),
-        schema=[*keys, *(Field(name=c, dtype=_feast_type(primary[c])) for c in spec.online.request_fields)],
-        source=source,
-        online=True,
-        description="request fields as they were when the features were computed",
-        tags={"dataset": spec.name},
-    )
-    return [*entities, fv, rv]
+    return [*entities, fv]
 
 
 def open_store(spec: DatasetSpec, *, apply: bool = False, lake_uri: str = "") -> FeatureStore:
@@ -298,16 +295,14 @@ def materialize_day(
     now = datetime.now(UTC)  # Feast keeps the newest event per key: a re-validated day replaces the old rows
     kinds = {f.name: f.dtype for f in spec.features}
     values = {field_name(spec, f): _stored(kinds[f], table[f]) for f in spec.feature_names}
-    rows = pd.DataFrame({**keys, **values, VERSION_FIELD: version, EVENT_TIME: now})
-    raw = {c: _stored(spec.primary_columns[c], primary[c], spec.time.timezone) for c in spec.online.request_fields}
-    request = pd.DataFrame({**keys, **raw, EVENT_TIME: now})
+    tz = spec.time.timezone
+    raw = {request_field(c): _stored(spec.primary_columns[c], primary[c], tz) for c in spec.online.request_fields}
+    rows = pd.DataFrame({**keys, **values, VERSION_FIELD: version, **raw, EVENT_TIME: now})
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         store.write_to_online_store(features_view(spec), rows)
-        if spec.online.request_fields:
-            store.write_to_online_store(request_view(spec), request)
     _log_day(spec, lake, summary | {"at": now.isoformat(timespec="seconds")})
     return summary | {"written": True, "seconds": round(time.perf_counter() - t0, 3)}
 
@@ -384,7 +379,7 @@ class OnlineLookup:
         spec = self.spec
         keys = {k: [_entity(spec.primary_columns[k], v) for v in sent[k]] for k in spec.entity_keys}
         refs = [f"{features_view(spec)}:{field_name(spec, f)}" for f in [*features, VERSION_FIELD]]
-        refs += [f"{request_view(spec)}:{c}" for c in spec.online.request_fields]
+        refs += [f"{features_view(spec)}:{request_field(c)}" for c in spec.online.request_fields]
         try:
             with self._lock:
                 got = self.store.get_online_features(features=refs, entity_rows=keys, full_feature_names=True).to_dict()
@@ -399,7 +394,7 @@ class OnlineLookup:
                 f"{' …' if len(missing) > 3 else ''}: the day is not materialized, or no such {spec.name} row"
             )
         for c in spec.online.request_fields:
-            stored = got[f"{request_view(spec)}__{c}"]
+            stored = got[f"{features_view(spec)}__{request_field(c)}"]
             for i, (s, v) in enumerate(zip(sent[c], stored, strict=True)):
                 if not _same(spec.primary_columns[c], s, v, spec.time.timezone):
                     raise StaleFeatures(
