@@ -221,7 +221,10 @@ def open_store(spec: DatasetSpec, *, apply: bool = False, lake_uri: str = "") ->
 
     with warnings.catch_warnings():  # Feast warns about its own experimental features on every call
         warnings.simplefilter("ignore")
-        store = FeatureStore(config=repo_config(spec))
+        try:
+            store = FeatureStore(config=repo_config(spec))
+        except OSError as exc:  # e.g. a read-only lake without the store's folder yet
+            raise OnlineStoreError(f"the online store cannot be opened: {exc}") from None
         if apply:
             store.apply(definitions(spec, lake_uri))
     return store
@@ -311,10 +314,15 @@ def _record_path(spec: DatasetSpec) -> str:
     return f"reports/{spec.name}/online_store.json"
 
 
+def materialized_days(spec: DatasetSpec, lake: Lake) -> dict[str, Any]:
+    """The lake's note of what was materialized: ``{"store": …, "days": {day: {feature_version, rows, at}}}``."""
+    return lake.read_json(_record_path(spec)) if lake.exists(_record_path(spec)) else {"days": {}}
+
+
 def _log_day(spec: DatasetSpec, lake: Lake, entry: Mapping[str, Any]) -> None:
     """Note a materialized day in the lake (what :func:`catalog` reports as freshness); a record of another
     store is replaced."""
-    record = lake.read_json(_record_path(spec)) if lake.exists(_record_path(spec)) else {}
+    record = materialized_days(spec, lake)
     if record.get("store") != entry["store"]:
         record = {"store": entry["store"], "days": {}}
     record["days"][entry["date"]] = {k: entry[k] for k in ("feature_version", "rows", "at")}
@@ -458,7 +466,7 @@ def _model_users(spec: DatasetSpec, tracking_uri: str | None) -> dict[str, list[
 def catalog(spec: DatasetSpec, lake: Lake, tracking_uri: str | None = None) -> dict[str, Any]:
     """Every feature of ``spec`` with its definition, the registered versions that use it, and the freshness of
     the online store (last materialized day) and of the lake's feature tables. JSON-serialisable."""
-    record = lake.read_json(_record_path(spec)) if lake.exists(_record_path(spec)) else {"days": {}}
+    record = materialized_days(spec, lake)
     days = sorted(record.get("days", {}))
     last = record["days"][days[-1]] if days else None
     try:
