@@ -8,10 +8,11 @@ Scheduled on the `validated/<dataset>` Asset: every validated day is written to 
 (`features.features_for_dates`), keyed by the spec's `entity_keys`. The scoring server then answers requests
 that carry only the entity keys and the spec's `online.request_fields` (README "Online features").
 
-Incremental and idempotent: a run writes only the days its triggering events name; a day whose stored rows
-already hold the lake's feature version is skipped, a re-validated day is rewritten. The store is the embedded
-SQLite one unless `MLOPS_ONLINE_STORE` names a Redis (`redis://host:port/<db>`). A run emits the
-`online/<dataset>` Asset event naming the days written.
+Incremental and idempotent: a run writes the days its triggering events name, and the materialized days whose
+windows read them (a day validated late, e.g. by a parallel backfill, is history for the next 28 days); a day
+whose stored rows already hold the lake's feature version is skipped, a re-validated day is rewritten. The
+store is the embedded SQLite one unless `MLOPS_ONLINE_STORE` names a Redis (`redis://host:port/<db>`). A run
+emits the `online/<dataset>` Asset event naming the days written.
 
 **Manual:** trigger with `date` (YYYY-MM-DD) to (re)materialize one validated day.
 """
@@ -49,8 +50,8 @@ def build(spec: DatasetSpec):
             from include.mlops import feature_store
             from include.mlops.storage import Lake
 
-            days = validated_days(context, validated, params.get("date"))
             lake = Lake()
+            days = feature_store.days_to_materialize(spec, lake, validated_days(context, validated, params.get("date")))
             try:
                 store = feature_store.open_store(spec, apply=True, lake_uri=lake.url)
                 results = [feature_store.materialize_day(spec, lake, d, store=store) for d in days]

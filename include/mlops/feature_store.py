@@ -319,6 +319,26 @@ def materialized_days(spec: DatasetSpec, lake: Lake) -> dict[str, Any]:
     return lake.read_json(_record_path(spec)) if lake.exists(_record_path(spec)) else {"days": {}}
 
 
+def days_to_materialize(spec: DatasetSpec, lake: Lake, days: Sequence[str]) -> list[str]:
+    """``days`` and every materialized day whose features they change: a day validated late (a backfill in
+    parallel, a re-validation) is history for the windows of the ``history_days`` after it, so those days' stored
+    rows are rewritten when their lake feature version moved (the rest are skipped by :func:`materialize_day`)."""
+    from include.mlops.features import feature_version
+
+    out = set(days)
+    record = materialized_days(spec, lake)["days"]
+    for d in days:
+        first = date.fromisoformat(d[:10])
+        for later in sorted(record):
+            gap = (date.fromisoformat(later) - first).days
+            if (
+                0 < gap <= spec.history_days
+                and record[later]["feature_version"] != feature_version(lake, spec, later, later)[0]
+            ):
+                out.add(later)
+    return sorted(out)
+
+
 def _log_day(spec: DatasetSpec, lake: Lake, entry: Mapping[str, Any]) -> None:
     """Note a materialized day in the lake (what :func:`catalog` reports as freshness); a record of another
     store is replaced."""
