@@ -320,22 +320,31 @@ def materialized_days(spec: DatasetSpec, lake: Lake) -> dict[str, Any]:
 
 
 def days_to_materialize(spec: DatasetSpec, lake: Lake, days: Sequence[str]) -> list[str]:
-    """``days`` and every materialized day whose features they change: a day validated late (a backfill in
-    parallel, a re-validation) is history for the windows of the ``history_days`` after it, so those days' stored
-    rows are rewritten when their lake feature version moved (the rest are skipped by :func:`materialize_day`)."""
+    """``days`` plus what they leave stale. Materialized days whose lake feature version moved within
+    ``history_days`` after one of them: a day validated late (a parallel backfill, a re-validation) is history
+    for the windows of the days after it. And validated days never materialized in the ``history_days`` before
+    the last of them: a run is not told of every validated event (Airflow may fold events that arrive while a
+    run is queued), so each run catches up. :func:`materialize_day` skips what is current."""
+    from datetime import timedelta
+
     from include.mlops.features import feature_version
 
-    out = set(days)
+    out = {d[:10] for d in days}
+    if not out:
+        return []
     record = materialized_days(spec, lake)["days"]
-    for d in days:
-        first = date.fromisoformat(d[:10])
-        for later in sorted(record):
-            gap = (date.fromisoformat(later) - first).days
-            if (
-                0 < gap <= spec.history_days
-                and record[later]["feature_version"] != feature_version(lake, spec, later, later)[0]
-            ):
-                out.add(later)
+    last = date.fromisoformat(max(out))
+    since = (last - timedelta(days=spec.history_days)).isoformat()
+    for p in lake.partitions("validated", spec.name):
+        d = p.removeprefix("date=")
+        if p.startswith("date=") and since <= d <= last.isoformat() and d not in record:
+            out.add(d)
+    first = date.fromisoformat(min(out))
+    for later, entry in record.items():
+        gap = (date.fromisoformat(later) - first).days
+        moved = later not in out and 0 < gap <= spec.history_days + (last - first).days
+        if moved and entry["feature_version"] != feature_version(lake, spec, later, later)[0]:
+            out.add(later)
     return sorted(out)
 
 
