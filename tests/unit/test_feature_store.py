@@ -275,3 +275,23 @@ def test_a_day_validated_late_rewrites_the_days_whose_windows_read_it(small_spec
     ref = f"{FS.features_view(small_spec)}:route_delay_rate"
     got = FS.open_store(small_spec).get_online_features([ref], FS._key_values(small_spec, expected)).to_dict()
     assert got["route_delay_rate"] == expected["route_delay_rate"].tolist()
+
+
+@pytest.mark.parametrize(
+    ("field", "problem"),
+    [
+        ("gate_id", "'gate_id' is not a column of the primary table"),
+        ("carrier", "'carrier' is an entity key, the label or a forbidden feature"),
+        ("arr_delay", "'arr_delay' is an entity key, the label or a forbidden feature"),
+        ("dep_time", "'dep_time' is an entity key, the label or a forbidden feature"),
+    ],
+)
+def test_request_fields_the_spec_cannot_take_are_named(spec, field, problem):
+    from pydantic import ValidationError
+
+    from include.mlops.config import DatasetSpec
+
+    raw = spec.model_dump(mode="json")
+    raw["online"] = {"request_fields": ["dest", field]}
+    with pytest.raises(ValidationError, match=f"online.request_fields: {problem}"):
+        DatasetSpec.model_validate(raw)
