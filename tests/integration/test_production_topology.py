@@ -85,11 +85,20 @@ def lifecycle(stack) -> dict:
 
     # The validated events materialized the days as they came; the last day once more by hand (a manual run
     # with its date), so the test does not depend on when the scheduler turns the last events into a run.
-    stack.api(
+    manual = stack.api(
         "POST",
         "/api/v2/dags/flights_materialize/dagRuns",
         json={"logical_date": None, "conf": {"date": LAST_DAY.isoformat()}},
     )
+
+    def settled() -> list | None:  # every materialize run finished, the manual one included
+        runs = stack.api("GET", "/api/v2/dags/flights_materialize/dagRuns", params={"limit": 100})["dag_runs"]
+        if any(r["state"] == "failed" for r in runs):
+            raise AssertionError(f"a flights_materialize run failed\n{stack.failure_report('flights_materialize')}")
+        done = all(r["state"] == "success" for r in runs) and manual["dag_run_id"] in {r["dag_run_id"] for r in runs}
+        return runs if done else None
+
+    stack.wait("every flights_materialize run finished", settled, 300, logs=topology.WORKERS)
 
     def materialized() -> dict | None:
         from include.mlops.config import load_spec
