@@ -45,7 +45,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -130,10 +130,20 @@ class Settings:
 
 
 # -- requests -------------------------------------------------------------------------------------------
-def parse_request(body: bytes, features: Sequence[str], kinds: Mapping[str, str], max_rows: int) -> list[list[Any]]:
+def parse_request(
+    body: bytes,
+    features: Sequence[str],
+    kinds: Mapping[str, str],
+    max_rows: int,
+    lookup: Callable[[Any], list[list[Any]] | None] | None = None,
+) -> list[list[Any]]:
     """The values of each of ``features`` (one list per feature, in order) in an MLflow ``dataframe_split`` or
-    ``dataframe_records`` JSON body, type-checked against ``kinds``. Raises RequestError naming the problem."""
-    return request_columns(load_payload(body), features, kinds, max_rows)
+    ``dataframe_records`` JSON body, type-checked against ``kinds``. Raises RequestError naming the problem.
+    ``lookup`` (the server's online-store lookup) answers a payload it takes, or None to leave it to the above."""
+    payload = load_payload(body)
+    if lookup is not None and (looked_up := lookup(payload)) is not None:
+        return looked_up
+    return request_columns(payload, features, kinds, max_rows)
 
 
 def load_payload(body: bytes) -> Any:
@@ -582,10 +592,15 @@ class Server:
         """The model's feature columns for a request: sent in full, or looked up by the entity keys (and checked
         against the request fields) in the online store (feature_store.py). RequestError names the problem:
         404 ENTITY_NOT_FOUND, 409 STALE_FEATURES, 503 ONLINE_STORE_UNAVAILABLE for the lookup."""
-        payload = load_payload(body)
         features = served.model.features
-        if not self.keyed(payload, features):
-            return request_columns(payload, features, served.kinds, self.settings.max_rows)
+
+        def lookup(payload: Any) -> list[list[Any]] | None:
+            return self.look_up(payload, features) if self.keyed(payload, features) else None
+
+        return parse_request(body, features, served.kinds, self.settings.max_rows, lookup)
+
+    def look_up(self, payload: Any, features: Sequence[str]) -> list[list[Any]]:
+        """``features`` of a keyed payload's rows, from the online store."""
         from include.mlops import feature_store as FS
 
         try:
