@@ -63,7 +63,8 @@ def served(cmd: list[str], port: int, env: dict[str, str], log: Path, timeout: f
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"{cmd[:3]} exited with {proc.returncode}: see {log}")
+                tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
+                raise RuntimeError(f"{cmd[:3]} exited with {proc.returncode}; the end of {log}:\n{tail}")
             with contextlib.suppress(OSError):
                 c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
                 c.request("GET", "/ping")
