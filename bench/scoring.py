@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -39,7 +40,7 @@ import pandas as pd
 from bench import serving
 from bench.common import cpus, figure, interleaved
 from include.datasets.flights import load_nycflights13
-from include.mlops import features, monitoring, scoring, training
+from include.mlops import feature_store, features, monitoring, scoring, training
 from include.mlops.config import DatasetSpec, load_spec
 from include.mlops.storage import Lake
 
@@ -273,9 +274,12 @@ def run(out: Path, quick: bool = False) -> int:
             spec, lake, uri, str(root / "evidently"), QUICK_DRIFT_SCALES if quick else DRIFT_SCALES, last
         )
         day = features.features_for_dates(lake, spec, last, last)[spec.feature_names]
-        row = day.loc[[day.isna().sum(axis=1).idxmin()]]  # the most complete row of the last day
+        i = day.isna().sum(axis=1).idxmin()  # the most complete row of the last day
+        os.environ[feature_store.DIR_ENV] = str(root / "online")  # the embedded store, for us and the server
+        feature_store.materialize_day(spec, lake, last)
+        keyed = feature_store.request_rows(spec, lake, last).loc[[i]].reset_index(drop=True)
         serve_figures, serve_details, m3 = serving.serve_and_measure(
-            f"models:/{spec.name}@champion", uri, row.reset_index(drop=True), root, quick
+            f"models:/{spec.name}@champion", uri, day.loc[[i]].reset_index(drop=True), root, quick, keyed
         )
     mismatches = m1 + m2 + m3
     out.write_text(

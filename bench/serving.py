@@ -10,6 +10,12 @@ of 2 threads only add synchronisation to a one-row predict, and stall badly on a
 probabilities must equal the in-process ``predict_proba`` of the native pipeline, ``mlflow models serve``'s the
 pyfunc ``predict``, bit for bit; a difference is a mismatch.
 
+Online features (README "Online features"): the same row asked of our server by its entity keys and the spec's
+request fields only, the features looked up in the embedded (SQLite) online store the bench materialized for the
+day. Goal: p99 <= 20 ms at 1 and 4 clients; baselines: the same request with full features (what the lookup
+adds) and ``mlflow models serve`` answering the full-feature request (at the same concurrency). The looked-up
+answer must equal the full-feature one bit for bit.
+
 Called from bench.scoring (which trains the champion); ``serve_and_measure`` is the whole measurement.
 """
 
@@ -57,7 +63,8 @@ def served(cmd: list[str], port: int, env: dict[str, str], log: Path, timeout: f
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"{cmd[:3]} exited with {proc.returncode}: see {log}")
+                tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
+                raise RuntimeError(f"{cmd[:3]} exited with {proc.returncode}; the end of {log}:\n{tail}")
             with contextlib.suppress(OSError):
                 c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
                 c.request("GET", "/ping")
@@ -149,10 +156,16 @@ def in_process(model: Any, row: pd.DataFrame, calls: int) -> tuple[Any, list[flo
 
 
 def serve_and_measure(
-    model_uri: str, tracking_uri: str, row: pd.DataFrame, workdir: Path, quick: bool = False
+    model_uri: str,
+    tracking_uri: str,
+    row: pd.DataFrame,
+    workdir: Path,
+    quick: bool = False,
+    keyed: pd.DataFrame | None = None,
 ) -> tuple[list[dict], dict, list[str]]:
     """Figures, details and mismatches of the serving benchmark for one feature row (``model_uri`` is
-    ``models:/<dataset>@<alias>``)."""
+    ``models:/<dataset>@<alias>``); with ``keyed`` (that row's entity keys and request fields, its features
+    materialized in the online store of this process's environment) also the online-lookup requests."""
     import mlflow.pyfunc
     import mlflow.sklearn
 
@@ -178,6 +191,7 @@ def serve_and_measure(
         "mlflow": "serving (contrast): `mlflow models serve`",
     }
     figures, mismatches = [], []
+    p99s: dict[str, dict[int, float]] = {}
     for server in ("ours", "mlflow"):
         port = _free_port()
         requests = REQUESTS[server][which]
@@ -196,6 +210,7 @@ def serve_and_measure(
                 if not np.array_equal(got, want):
                     mismatches.append(f"serving ({server}): served prediction {got} != in-process {want}")
                 p50, p99 = percentile(lat, 50) * 1e3, percentile(lat, 99) * 1e3
+                p99s.setdefault(server, {})[clients] = p99
                 side[f"clients_{clients}"] = {"p50_ms": p50, "p99_ms": p99, "requests": len(lat)}
                 goal = GOAL if server == "ours" else None
                 figures.append(
@@ -219,5 +234,50 @@ def serve_and_measure(
                     f"(in-process p99 {base:.1f} ms)",
                     flush=True,
                 )
+            if server == "ours" and keyed is not None:
+                side["lookup"] = _lookup(port, request_body(keyed, "records"), requests, auth[server], expected[server])
+                mismatches += side["lookup"].pop("mismatches")
         details[server] = side
+    if keyed is not None:
+        figures += _lookup_figures(details["ours"]["lookup"], p99s)
     return figures, details, mismatches
+
+
+def _lookup(port: int, body: bytes, requests: int, auth: dict[str, str], expected: np.ndarray) -> dict[str, Any]:
+    """Latencies of the keyed request (features looked up online) at each concurrency level."""
+    out: dict[str, Any] = {"mismatches": []}
+    load_test(port, body, 1, 50, auth)  # warm-up: the store's connection and registry
+    for clients in CONCURRENCY:
+        lat, answers = load_test(port, body, clients, requests, auth)
+        got = np.asarray(answers[0]["predictions"]).ravel()
+        if not np.array_equal(got, expected.ravel()):
+            out["mismatches"].append(f"serving (lookup): {got} != the full-feature answer {expected.ravel()}")
+        p50, p99 = percentile(lat, 50) * 1e3, percentile(lat, 99) * 1e3
+        out[f"clients_{clients}"] = {"p50_ms": p50, "p99_ms": p99, "requests": len(lat)}
+        print(f"  serving ours, online lookup, {clients} client(s): p50 {p50:.1f} ms, p99 {p99:.1f} ms", flush=True)
+    return out
+
+
+def _lookup_figures(lookup: dict[str, Any], p99s: dict[str, dict[int, float]]) -> list[dict]:
+    figures = []
+    for clients in CONCURRENCY:
+        m = lookup[f"clients_{clients}"]
+        for against, title in (
+            ("ours", "the same row with full features, our server"),
+            ("mlflow", "the full-feature row, `mlflow models serve`"),
+        ):
+            figures.append(
+                figure(
+                    f"serving with online lookup (entity keys + request fields), single-row p99, {clients} "
+                    f"concurrent client(s), auth on (baseline: {title} p99)",
+                    m["p99_ms"],
+                    "ms",
+                    p99s[against][clients],
+                    goal=GOAL if against == "ours" else None,
+                    met=m["p99_ms"] <= MAX_P99_MS,
+                    digits=2,
+                    p50_ms=round(m["p50_ms"], 2),
+                    requests=m["requests"],
+                )
+            )
+    return figures

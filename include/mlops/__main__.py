@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--search-iterations", type=int, help="randomized-search settings per candidate (default: spec)")
     t.add_argument("--seed", type=int, help="seed (default: the spec's); same seed + same features = same metrics")
     t.add_argument("--from-version", help="retrain this registered version from its recorded inputs")
+    f = sub.add_parser("features", help="list a dataset's features: definitions, freshness, the models that use them")
+    f.add_argument("dataset", help="dataset name, e.g. flights")
+    f.add_argument("--json", action="store_true", help="print the catalog as JSON")
     a = p.parse_args(argv)
 
     if a.cmd == "seed-source":
@@ -91,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.cmd == "train":
         return _train(a)
+    if a.cmd == "features":
+        from include.mlops import feature_store
+        from include.mlops.config import load_spec
+        from include.mlops.storage import Lake
+
+        cat = feature_store.catalog(load_spec(a.dataset), Lake())
+        print(json.dumps(cat, indent=2) if a.json else feature_store.format_catalog(cat))
+        return 0
     return 2
 
 

@@ -9,7 +9,7 @@ import logging
 from datetime import date, timedelta
 from typing import Any
 
-from airflow.sdk import Asset, BaseNotifier
+from airflow.sdk import Asset, BaseNotifier, Param
 
 log = logging.getLogger(__name__)
 
@@ -18,12 +18,14 @@ ALERT_CONN_ID = "mlops_alerts"
 
 def asset(kind: str, dataset: str) -> Asset:
     """The one definition of each Asset, so producers and consumers always agree on its URI:
-    ``validated`` (lake partitions), ``predictions``, ``champion`` (the model alias), ``retrain`` (requests)."""
+    ``validated`` (lake partitions), ``predictions``, ``champion`` (the model alias), ``retrain`` (requests),
+    ``online`` (the online feature store)."""
     names = {
         "validated": (f"validated/{dataset}", "lake"),
         "predictions": (f"predictions/{dataset}", "lake"),
         "champion": (f"model/{dataset}@champion", "model"),
         "retrain": (f"retrain/{dataset}", "model"),
+        "online": (f"online/{dataset}", "features"),
     }
     name, group = names[kind]
     path = name.replace("@", "/")
@@ -105,6 +107,28 @@ def run_interval(context: Any, day: str | None = None, time_spec: Any = None, de
     end_dt = context.get("data_interval_end") or start_dt
     start = start_dt.date()
     return start, max(end_dt.date(), start + timedelta(days=1))
+
+
+def day_param(what: str) -> Param:
+    """The optional ``date`` Param of a DAG woken by validated-Asset events: ``what`` it does with the day."""
+    return Param(
+        None,
+        type=["null", "string"],
+        format="date",
+        title="Day (optional)",
+        description=f"Validated day (YYYY-MM-DD) to {what}; default: the days named by the triggering "
+        "validated-Asset events (a manual run without it takes its logical day).",
+    )
+
+
+def validated_days(context: Any, validated: Asset, day: str | None) -> list[str]:
+    """The validated days (ISO) a run woken by ``validated`` events covers: ``day`` when given, else each day its
+    events name, once; a manual run with neither covers its logical day."""
+    from include.mlops.scoring import partitions_to_score
+
+    events = (context.get("triggering_asset_events") or {}).get(validated, [])
+    manual = day or not events
+    return partitions_to_score([e.extra for e in events], day, run_interval(context)[0] if manual else None)
 
 
 class AlertNotifier(BaseNotifier):

@@ -492,11 +492,19 @@ class ValidationSpec(_Model):
 
 
 class TimeoutSpec(_Model):
-    """``execution_timeout`` of every task: per DAG kind (ingest, train, score, monitor, rollback), else default."""
+    """``execution_timeout`` of every task: per DAG kind (ingest, train, score, materialize, monitor, rollback),
+    else default."""
 
     default_minutes: float = Field(default=240, gt=0, description="training and any DAG kind not listed")
     per_dag: dict[str, float] = Field(
-        default_factory=lambda: {"ingest": 60, "score": 60, "reconcile": 60, "monitor": 60, "rollback": 15},
+        default_factory=lambda: {
+            "ingest": 60,
+            "score": 60,
+            "materialize": 60,
+            "reconcile": 60,
+            "monitor": 60,
+            "rollback": 15,
+        },
         description="DAG kind -> minutes (a day's ingest takes seconds; a hung parse or source is cut off)",
     )
 
@@ -615,6 +623,15 @@ class MonitoringSpec(_Bootstrapped):
         return self
 
 
+class OnlineSpec(_Model):
+    """What an online client sends (feature_store.py, README "Online features"): the entity keys and these
+    ``request_fields``, columns of the primary table the client knows at request time. Every feature is looked
+    up by the entity keys in the online store; a request field whose value differs from the one the stored
+    features were computed with is refused (409), never scored with features of another input."""
+
+    request_fields: list[str] = Field(default_factory=list, description="primary columns sent with the keys")
+
+
 class DatasetSpec(_Model):
     """Everything that makes a dataset: where it comes from, what it must look like, how to model it."""
 
@@ -641,6 +658,7 @@ class DatasetSpec(_Model):
     gate: GateSpec
     monitoring: MonitoringSpec
     timeouts: TimeoutSpec = Field(default_factory=TimeoutSpec)
+    online: OnlineSpec = Field(default_factory=OnlineSpec)
 
     @field_validator("name")
     @classmethod
@@ -669,6 +687,12 @@ class DatasetSpec(_Model):
             if n in names
         ]
         problems += self.feature_problems()
+        secret = set(self.label.columns) | set(self.gate.forbidden_features)
+        for c in self.online.request_fields:
+            if c not in primary:
+                problems.append(f"online.request_fields: {c!r} is not a column of the primary table")
+            elif c in self.entity_keys or c in secret:
+                problems.append(f"online.request_fields: {c!r} is an entity key, the label or a forbidden feature")
         for i, e in enumerate(self.validation.expectations):
             where = f"validation.expectations[{i}] ({e.type})"
             if e.table not in self.source.tables:

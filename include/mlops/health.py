@@ -421,6 +421,11 @@ def model_health(spec: DatasetSpec, lake: Lake, tracking_uri: str | None = None)
     docs, err = _section(data_docs, spec, lake)
     if err:
         errors["data_docs"] = err
+    from include.mlops import feature_store
+
+    catalog, err = _section(feature_store.catalog, spec, lake, tracking_uri)
+    if err:
+        errors["features"] = err
     current = current or {}
     return {
         "dataset": spec.name,
@@ -432,6 +437,7 @@ def model_health(spec: DatasetSpec, lake: Lake, tracking_uri: str | None = None)
         "history": [e.as_dict() for e in history or []],
         "monitoring": series or [],
         "data_docs": docs or [],
+        "features": catalog,
         "thresholds": {
             "max_roc_auc_drop": spec.monitoring.max_roc_auc_drop,
             "max_brier_rise": spec.monitoring.max_brier_rise,

@@ -393,6 +393,32 @@ def _reports(health: Mapping[str, Any], urls: PublicUrls) -> str:
     )
 
 
+def _features(health: Mapping[str, Any]) -> str:
+    """The feature catalog (feature_store.catalog): freshness of the online store, then every feature."""
+    cat = health.get("features")
+    if not cat:
+        return '<p class="muted">not available</p>'
+    o = cat["online"]
+    fresh = (
+        f"days {_E(o['first_day'])} … {_E(o['last_day'])} ({o['days']}), last written {_E(o['last_materialized_at'])}"
+        if o["days"]
+        else "nothing materialized yet"
+    )
+    rows = "".join(
+        f"<tr><td><b>{_E(f['name'])}</b></td><td>{_E(f['dtype'])}</td><td>{_E(f['kind'])}</td>"
+        f"<td>{_E(f['definition'])}<div class='small muted'>{_E(f['description'])}</div></td>"
+        f"<td>{_E(', '.join(f['used_by']) or '-')}</td></tr>"
+        for f in cat["features"]
+    )
+    return (
+        f"<p class='small'>Online store: {_E(o['store'])}, view <code>{_E(o['view'])}</code>: {fresh}. "
+        f"Entity keys: {_E(', '.join(cat['entity_keys']))}; request fields: "
+        f"{_E(', '.join(cat['request_fields']) or 'none')}.</p>"
+        "<table><tr><th>feature</th><th>dtype</th><th>kind</th><th>definition</th><th>used by</th></tr>"
+        f"{rows}</table>"
+    )
+
+
 def render_page(health: Mapping[str, Any], datasets: Sequence[str], urls: PublicUrls) -> str:
     """The whole page for one dataset; ``datasets`` feeds the navigation between datasets."""
     ds = health["dataset"]
@@ -428,6 +454,8 @@ The drifted-column share is recorded but never triggers a retrain (a week of sea
 {_monitoring_table(health, urls)}
 <h2>Reports</h2>
 {_reports(health, urls)}
+<h2>Features</h2>
+{_features(health)}
 <p class="small muted">MLflow: {_a(urls.mlflow, urls.mlflow, external=True)} · JSON of this page:
 {_a(urls.health_json(ds), "health.json")}</p>
 <script>{FRAMED_LINKS_JS}</script>

@@ -45,7 +45,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -83,9 +83,10 @@ _ENV = "MLOPS_SERVING_"  # the settings travel to uvicorn's worker processes as 
 class RequestError(ValueError):
     """A request the server cannot score; the message names the problem, ``status`` is the HTTP status."""
 
-    def __init__(self, message: str, status: int = 422) -> None:
+    def __init__(self, message: str, status: int = 422, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -129,9 +130,24 @@ class Settings:
 
 
 # -- requests -------------------------------------------------------------------------------------------
-def parse_request(body: bytes, features: Sequence[str], kinds: Mapping[str, str], max_rows: int) -> list[list[Any]]:
+def parse_request(
+    body: bytes,
+    features: Sequence[str],
+    kinds: Mapping[str, str],
+    max_rows: int,
+    lookup: Callable[[Any], list[list[Any]] | None] | None = None,
+) -> list[list[Any]]:
     """The values of each of ``features`` (one list per feature, in order) in an MLflow ``dataframe_split`` or
-    ``dataframe_records`` JSON body, type-checked against ``kinds``. Raises RequestError naming the problem."""
+    ``dataframe_records`` JSON body, type-checked against ``kinds``. Raises RequestError naming the problem.
+    ``lookup`` (the server's online-store lookup) answers a payload it takes, or None to leave it to the above."""
+    payload = load_payload(body)
+    if lookup is not None and (looked_up := lookup(payload)) is not None:
+        return looked_up
+    return request_columns(payload, features, kinds, max_rows)
+
+
+def load_payload(body: bytes) -> Any:
+    """The request body's JSON; RequestError 400 for an empty, non-JSON or too deeply nested body."""
     if not body.strip():
         raise RequestError("empty request body: send JSON with 'dataframe_split' or 'dataframe_records'", 400)
     try:
@@ -142,6 +158,20 @@ def parse_request(body: bytes, features: Sequence[str], kinds: Mapping[str, str]
         raise RequestError("the request body is nested too deeply", 400) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(f"the request body is not JSON: {exc}", 400) from None
+    return payload
+
+
+def payload_columns(payload: Any) -> set[str]:
+    """The column names a payload carries (a split's columns, the first record's keys; empty when neither)."""
+    if isinstance(payload, dict) and isinstance(payload.get("dataframe_split"), dict):
+        names = payload["dataframe_split"].get("columns")
+        return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+    records = payload.get("dataframe_records") if isinstance(payload, dict) else None
+    return set(records[0]) if isinstance(records, list) and records and isinstance(records[0], dict) else set()
+
+
+def request_columns(payload: Any, features: Sequence[str], kinds: Mapping[str, str], max_rows: int) -> list[list[Any]]:
+    """:func:`parse_request` on a decoded payload."""
     if isinstance(payload, dict) and "dataframe_split" in payload:
         columns = _split_columns(payload["dataframe_split"], features, max_rows)
     elif isinstance(payload, dict) and "dataframe_records" in payload:
@@ -551,6 +581,40 @@ class Server:
     last_check: str | None = None
     last_error: str | None = None
     _client: Any = field(default=None, repr=False)
+    _online: Any = field(default=None, repr=False)
+
+    def keyed(self, payload: Any, features: Sequence[str]) -> bool:
+        """Whether a request asks for an online lookup: it lacks model features and carries every entity key."""
+        names = payload_columns(payload)
+        return not names.issuperset(features) and names.issuperset(self.spec.entity_keys)
+
+    def parse(self, body: bytes, served: ServedModel) -> list[list[Any]]:
+        """The model's feature columns for a request: sent in full, or looked up by the entity keys (and checked
+        against the request fields) in the online store (feature_store.py). RequestError names the problem:
+        404 ENTITY_NOT_FOUND, 409 STALE_FEATURES, 503 ONLINE_STORE_UNAVAILABLE for the lookup."""
+        features = served.model.features
+
+        def lookup(payload: Any) -> list[list[Any]] | None:
+            return self.look_up(payload, features) if self.keyed(payload, features) else None
+
+        return parse_request(body, features, served.kinds, self.settings.max_rows, lookup)
+
+    def look_up(self, payload: Any, features: Sequence[str]) -> list[list[Any]]:
+        """``features`` of a keyed payload's rows, from the online store."""
+        from include.mlops import feature_store as FS
+
+        try:
+            if self._online is None:
+                self._online = FS.OnlineLookup.open(self.spec)
+            lookup = self._online
+            sent = request_columns(payload, lookup.fields, lookup.kinds(), self.settings.max_rows)
+            return lookup.columns(features, dict(zip(lookup.fields, sent, strict=True)))
+        except FS.EntityNotFound as exc:
+            raise RequestError(str(exc), 404, "ENTITY_NOT_FOUND") from None
+        except FS.StaleFeatures as exc:
+            raise RequestError(str(exc), 409, "STALE_FEATURES") from None
+        except FS.OnlineStoreError as exc:
+            raise RequestError(str(exc), 503, "ONLINE_STORE_UNAVAILABLE") from None
 
     @property
     def alias_uri(self) -> str:
@@ -615,7 +679,9 @@ class Server:
         }
 
 
-def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+def _error(
+    status: int, message: str, headers: Mapping[str, str] | None = None, code: str | None = None
+) -> JSONResponse:
     codes = {
         400: "BAD_REQUEST",
         401: "UNAUTHORIZED",
@@ -624,7 +690,7 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
         422: "INVALID_INPUT",
         503: "NO_MODEL",
     }
-    body = {"error_code": codes.get(status, "INTERNAL_ERROR"), "message": message}
+    body = {"error_code": code or codes.get(status, "INTERNAL_ERROR"), "message": message}
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
@@ -715,7 +781,7 @@ def create_app(settings: Settings | None = None, spec: DatasetSpec | None = None
         return _error(401, "send 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
 
     def score(body: bytes, served: ServedModel) -> dict[str, Any]:
-        return served.answer(parse_request(body, served.model.features, served.kinds, settings.max_rows))
+        return served.answer(server.parse(body, served))
 
     async def invocations(request: Request) -> Response:
         if (refused := denied(request)) is not None:
@@ -729,13 +795,13 @@ def create_app(settings: Settings | None = None, spec: DatasetSpec | None = None
             return _error(exc.status, str(exc), _CLOSE)
         try:
             if len(body) <= INLINE_BYTES:
-                columns = parse_request(body, served.model.features, served.kinds, settings.max_rows)
+                columns = server.parse(body, served)
                 if len(columns[0]) <= INLINE_ROWS:
                     return JSONResponse(served.answer(columns))
                 return JSONResponse(await run_in_threadpool(served.answer, columns))
             return JSONResponse(await run_in_threadpool(score, body, served))  # parsing too, off the event loop
         except RequestError as exc:
-            return _error(exc.status, str(exc))
+            return _error(exc.status, str(exc), code=exc.code)
         except Exception as exc:  # logged with its traceback here, answered without one
             log.exception("prediction failed")
             return _error(500, f"prediction failed: {type(exc).__name__}: {exc}")

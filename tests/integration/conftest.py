@@ -136,6 +136,7 @@ class Stack:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     serving_url: str | None = None
+    online_store: str = ""  # MLOPS_ONLINE_STORE of the workers and the serving process (a Redis DB of its own)
     serving_token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     _token: str | None = None
 
@@ -193,7 +194,11 @@ class Stack:
         self.start(
             topology.SERVING_SERVICE,
             argv,
-            _process_env(topology.serving_env(self.mlflow_url, self.serving_credentials, self.serving_token)),
+            _process_env(
+                topology.serving_env(
+                    self.mlflow_url, self.serving_credentials, self.serving_token, self.online_store, str(self.lake)
+                )
+            ),
         )
         self.serving_url = f"http://127.0.0.1:{port}"
         return self.serving_url
@@ -338,7 +343,8 @@ def stack(request) -> Iterator[Stack]:
         created.extend(databases)
         provision_postgres(_pg_url("postgres"), databases, {r: secrets.token_hex(16) for r in [*dbs.values(), reader]})
         redis_db.append(_claim_redis_db(tag))
-        s = _start(tmp, dbs, reader, redis_db[0], mlflow_auth, procs, t_start)
+        redis_db.append(_claim_redis_db(f"{tag}-online"))  # the online feature store's own DB
+        s = _start(tmp, dbs, reader, redis_db[0], mlflow_auth, procs, t_start, online=redis_db[1])
         started = True
         yield s
     finally:
@@ -384,7 +390,7 @@ def _teardown(procs: dict[str, subprocess.Popen], created: list[Database], redis
 
 
 def _start(tmp: Path, dbs: dict[str, str], reader: str, redis_client: Any, mlflow_auth: bool,
-           procs: dict[str, subprocess.Popen], t_start: float) -> Stack:  # fmt: skip
+           procs: dict[str, subprocess.Popen], t_start: float, online: Any) -> Stack:  # fmt: skip
     import httpx
 
     for d in ("logs", "airflow", "airflow-logs", "lake", "mlflow-artifacts"):
@@ -426,6 +432,7 @@ def _start(tmp: Path, dbs: dict[str, str], reader: str, redis_client: Any, mlflo
         result_backend=_as_owner(dbs["airflow"], "db+postgresql"),
         source_url=_pg_url(dbs["source"], user=reader),  # the DAGs read the source read-only
         mlflow_url=mlflow_url,
+        online_store=f"redis://{REDIS_HOST}:{REDIS_PORT}/{online.connection_pool.connection_kwargs['db']}",
         api_port=ports["api"],
         scheduler_health_port=ports["scheduler_health"],
         trigger_log_port=ports["trigger_logs"],
@@ -435,7 +442,7 @@ def _start(tmp: Path, dbs: dict[str, str], reader: str, redis_client: Any, mlflo
     s = Stack(tmp=tmp, api_url=f"http://127.0.0.1:{ports['api']}", mlflow_url=mlflow_url, lake=tmp / "lake",
               password=password, mlflow_auth=mlflow_auth, mlflow_credentials=credentials,
               serving_credentials=as_user[topology.MLFLOW_SERVING_USER], env=airflow,
-              procs=procs)  # fmt: skip
+              procs=procs, online_store=airflow["MLOPS_ONLINE_STORE"])  # fmt: skip
 
     # MLflow (slowest: its schema migration) and the Airflow DB migration first, the source seeded meanwhile
     settings = {

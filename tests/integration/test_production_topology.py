@@ -32,6 +32,8 @@ def lifecycle(stack) -> dict:
     # flights_train stays paused while ingesting: a paused DAG's asset events are not queued, so the only
     # training run is the manual one below (a scheduled one would pick its own window).
     stack.api("PATCH", "/api/v2/dags/flights_ingest", json={"is_paused": False})
+    # the online feature store follows every validated day (flights_materialize, on the validated Asset)
+    stack.api("PATCH", "/api/v2/dags/flights_materialize", json={"is_paused": False})
     out["backfill"] = stack.api(
         "POST",
         "/api/v2/backfills",
@@ -80,6 +82,37 @@ def lifecycle(stack) -> dict:
     out["serving_health"] = stack.wait("serving /health reports the champion", serving_health, 180,
                                        logs=(topology.SERVING_SERVICE,))  # fmt: skip
     stack.timings["serving up (from start)"] = round(time.monotonic() - t_serving, 1)
+
+    # The validated events materialized the days as they came; the last day once more by hand (a manual run
+    # with its date), so the test does not depend on when the scheduler turns the last events into a run.
+    manual = stack.api(
+        "POST",
+        "/api/v2/dags/flights_materialize/dagRuns",
+        json={"logical_date": None, "conf": {"date": LAST_DAY.isoformat()}},
+    )
+
+    def settled() -> list | None:  # every materialize run finished, the manual one included
+        runs = stack.api("GET", "/api/v2/dags/flights_materialize/dagRuns", params={"limit": 100})["dag_runs"]
+        if any(r["state"] == "failed" for r in runs):
+            raise AssertionError(f"a flights_materialize run failed\n{stack.failure_report('flights_materialize')}")
+        done = all(r["state"] == "success" for r in runs) and manual["dag_run_id"] in {r["dag_run_id"] for r in runs}
+        return runs if done else None
+
+    stack.wait("every flights_materialize run finished", settled, 300, logs=topology.WORKERS)
+
+    def materialized() -> dict | None:
+        from include.mlops.config import load_spec
+        from include.mlops.feature_store import materialized_days
+        from include.mlops.features import feature_version
+        from include.mlops.storage import Lake
+
+        spec, lake = load_spec("flights"), Lake(str(stack.lake))
+        record = materialized_days(spec, lake)
+        held = record["days"].get(LAST_DAY.isoformat(), {}).get("feature_version")
+        return record if held == feature_version(lake, spec, LAST_DAY, LAST_DAY)[0] else None
+
+    out["online"] = stack.wait("flights_materialize wrote the last day", materialized, 300,
+                               logs=topology.WORKERS)  # fmt: skip
     out["task_instances"] = stack.task_instances()
     for task in ("extract", "validate", "build_features", "train", "evaluate", "promote"):
         durations = sorted(t["duration"] or 0 for t in out["task_instances"] if t["task_id"] == task)
@@ -242,3 +275,41 @@ def test_components_still_healthy(stack, lifecycle):
     serving = httpx.get(f"{stack.serving_url}/health", headers=stack.serving_headers, timeout=10)
     assert serving.status_code == 200, serving.text
     assert serving.json()["model_version"] == lifecycle["champion_version"]
+
+
+def test_serving_looks_features_up_by_entity_keys(stack, lifecycle, monkeypatch):
+    """Rows of the last day sent as entity keys + request fields only: the serving process reads their features
+    from the Redis online store flights_materialize filled and answers the champion's predict_proba on the
+    engine's features, bit for bit; an unknown flight is a named 404."""
+    import httpx
+    import numpy as np
+
+    from include.mlops import feature_store, scoring, serving
+    from include.mlops.config import load_spec
+    from include.mlops.features import features_for_dates
+    from include.mlops.storage import Lake
+
+    for k, v in stack.mlflow_credentials.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.mlflow_url)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    assert lifecycle["online"]["store"].startswith("redis ")
+    spec, lake = load_spec("flights"), Lake(str(stack.lake))
+    scoring.clear_cache()
+    champion = scoring.load_model(
+        spec, f"models:/flights/{lifecycle['champion_version']}", tracking_uri=stack.mlflow_url
+    )
+    scoring.clear_cache()
+    expected = champion.model.predict_proba(features_for_dates(lake, spec, LAST_DAY, LAST_DAY)[champion.features])
+    sent = feature_store.request_rows(spec, lake, LAST_DAY)
+    headers = {"Content-Type": "application/json", **stack.serving_headers}
+    for rows in (sent.iloc[:1], sent):
+        r = httpx.post(f"{stack.serving_url}/invocations", content=serving.request_body(rows, "records"),
+                       headers=headers, timeout=30)  # fmt: skip
+        assert r.status_code == 200, r.text
+        np.testing.assert_array_equal(np.asarray(r.json()["predictions"]), expected[: len(rows), 1])
+    unknown = sent.iloc[:1].assign(flight=99999)
+    r = httpx.post(f"{stack.serving_url}/invocations", content=serving.request_body(unknown, "records"),
+                   headers=headers, timeout=30)  # fmt: skip
+    assert r.status_code == 404, r.text
+    assert r.json()["error_code"] == "ENTITY_NOT_FOUND"

@@ -75,7 +75,15 @@ SERVING_NATIVE_FLAGS: dict[str, str] = {
 # thread per worker process, and the bearer token every request but /ping must carry.
 SERVING_FIXED_ENV: dict[str, str] = {"OMP_NUM_THREADS": "1"}
 SERVING_AUTH_ENV = "MLOPS_SERVING_TOKEN"
-SERVING_ENV: tuple[str, ...] = (*SERVING_FIXED_ENV, "MLFLOW_TRACKING_URI", *MLFLOW_CLIENT_AUTH_ENV, SERVING_AUTH_ENV)
+# It looks features up in the online store (Redis) whose Feast registry file lives in the lake (MLOPS_DATA_ROOT).
+SERVING_ENV: tuple[str, ...] = (
+    *SERVING_FIXED_ENV,
+    "MLFLOW_TRACKING_URI",
+    *MLFLOW_CLIENT_AUTH_ENV,
+    SERVING_AUTH_ENV,
+    "MLOPS_ONLINE_STORE",
+    "MLOPS_DATA_ROOT",
+)
 
 # Celery `imports`: modules each worker imports once at startup, before it forks its pool. Airflow forks every
 # task process from the pool, so tasks start with these already loaded: importing GX alone costs ~10 s of CPU,
@@ -123,6 +131,7 @@ DEPLOYMENT_SETTINGS: tuple[str, ...] = (
     "AIRFLOW_CONN_PIZZAS_SOURCE",
     "MLOPS_DATA_ROOT",
     "MLFLOW_TRACKING_URI",
+    "MLOPS_ONLINE_STORE",  # the online feature store (feature_store.py): Redis in both deployments
 )
 # Environment every Airflow component gets, in compose (x-airflow-common) and natively.
 AIRFLOW_ENV: tuple[str, ...] = (*FIXED_SETTINGS, *DEPLOYMENT_SETTINGS)
@@ -141,6 +150,7 @@ SECRET_ENV: tuple[str, ...] = (
     "MLFLOW_FLASK_SERVER_SECRET_KEY",
     "MLFLOW_BACKEND_STORE_URI",
     SERVING_AUTH_ENV,
+    "MLOPS_ONLINE_STORE",  # compose's carries the Redis password
 )
 # Set only natively, each with the reason compose does without it.
 NATIVE_ONLY_ENV: dict[str, str] = {
@@ -185,6 +195,7 @@ def native_env(
     result_backend: str,
     source_url: str,
     mlflow_url: str,
+    online_store: str,
     api_port: int,
     scheduler_health_port: int,
     trigger_log_port: int,
@@ -208,6 +219,7 @@ def native_env(
         "AIRFLOW_CONN_PIZZAS_SOURCE": json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": source_url}}),
         "MLOPS_DATA_ROOT": lake,
         "MLFLOW_TRACKING_URI": mlflow_url,
+        "MLOPS_ONLINE_STORE": online_store,
     }
     native = {
         "AIRFLOW_HOME": home,
@@ -241,7 +253,14 @@ def serving_command(host: str, port: int, reload_seconds: float | None = None) -
     return argv + (["--reload-seconds", str(reload_seconds)] if reload_seconds is not None else [])
 
 
-def serving_env(mlflow_url: str, mlflow_credentials: dict[str, str] | None = None, token: str = "") -> dict[str, str]:
+def serving_env(
+    mlflow_url: str,
+    mlflow_credentials: dict[str, str] | None = None,
+    token: str = "",
+    online_store: str = "",
+    lake: str = "",
+) -> dict[str, str]:
     """The settings the natively started serving process gets (the caller adds PATH, PYTHONPATH and the like)."""
     auth = {SERVING_AUTH_ENV: token} if token else {}
-    return SERVING_FIXED_ENV | {"MLFLOW_TRACKING_URI": mlflow_url} | (mlflow_credentials or {}) | auth
+    shared = {"MLFLOW_TRACKING_URI": mlflow_url, "MLOPS_ONLINE_STORE": online_store, "MLOPS_DATA_ROOT": lake}
+    return SERVING_FIXED_ENV | shared | (mlflow_credentials or {}) | auth

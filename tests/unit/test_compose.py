@@ -101,7 +101,7 @@ def test_native_env_has_the_same_settings_as_compose():
         home="/h", repo="/r", log_folder="/l", lake="/lake", spec_dir="/s", passwords_file="/p",
         sql_alchemy_conn="postgresql+psycopg2://u@h/a", broker_url="redis://h:6379/1",
         result_backend="db+postgresql://u@h/a", source_url="sqlite:///x", mlflow_url="http://m:1",
-        api_port=1, scheduler_health_port=2, trigger_log_port=3,
+        online_store="redis://h:6379/2", api_port=1, scheduler_health_port=2, trigger_log_port=3,
         mlflow_credentials=dict.fromkeys(topology.MLFLOW_CLIENT_AUTH_ENV, "x"),
     )  # fmt: skip
     native |= topology.worker_env("airflow-worker-1", 4)
