@@ -84,7 +84,8 @@ import time
 from airflow.models.dag import DagModel
 from airflow.utils.session import create_session
 
-ids = [f"{ds}_{kind}" for ds in sys.argv[1].split() for kind in ("ingest", "score", "monitor", "train", "reconcile")]
+kinds = ("ingest", "score", "monitor", "train", "reconcile", "materialize")
+ids = [f"{ds}_{kind}" for ds in sys.argv[1].split() for kind in kinds]
 for _ in range(90):
     with create_session() as session:  # commits when the block ends without an exception
         found = session.query(DagModel).filter(DagModel.dag_id.in_(ids)).all()
