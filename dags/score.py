@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from include.mlops.airflow_adapter import asset, dag_dates, default_args
+from include.mlops.airflow_adapter import asset, dag_dates, day_param, default_args
 from include.mlops.config import DatasetSpec, load_spec_file, spec_paths
 
 
@@ -46,14 +46,7 @@ def build(spec: DatasetSpec):
         default_args=default_args(spec.owner) | {"execution_timeout": spec.timeouts.execution_timeout("score")},
         tags=["mlops", spec.name, "score"],
         params={
-            "date": Param(
-                None,
-                type=["null", "string"],
-                format="date",
-                title="Day (optional)",
-                description="Validated day (YYYY-MM-DD) to score; default: the days named by the triggering "
-                "validated-Asset events (a manual run without it scores its logical day).",
-            ),
+            "date": day_param("score"),
             "rescore": Param(
                 False,
                 type="boolean",
@@ -70,16 +63,12 @@ def build(spec: DatasetSpec):
             from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
             from include.mlops import scoring
-            from include.mlops.airflow_adapter import run_interval
+            from include.mlops.airflow_adapter import validated_days
             from include.mlops.storage import Lake
 
-            events = (context.get("triggering_asset_events") or {}).get(validated, [])
-            manual = params.get("date") or not events
-            days = scoring.partitions_to_score(
-                [e.extra for e in events], params.get("date"), run_interval(context)[0] if manual else None
-            )
+            days = validated_days(context, validated, params.get("date"))
             rescore = bool(params.get("rescore"))
-            if not manual:
+            if not params.get("date") and (context.get("triggering_asset_events") or {}).get(validated):
                 days, early = scoring.before_first_scoring_day(spec, Lake(), days)
                 if early:
                     print(f"not scored: {len(early)} day(s) {early[0]}..{early[-1]}, before the first champion served")

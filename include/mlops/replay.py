@@ -28,6 +28,7 @@ import os
 from datetime import date, timedelta
 from typing import Any
 
+import pendulum
 from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction, Timetable
 from pendulum import DateTime
 
@@ -37,8 +38,6 @@ DAY = timedelta(days=1)
 
 
 def _midnight(value: Any) -> DateTime:
-    import pendulum
-
     d = value.date() if hasattr(value, "date") else value
     return pendulum.datetime(d.year, d.month, d.day, tz="UTC")
 
@@ -109,8 +108,6 @@ class ReplayTimetable(Timetable):
     def next_dagrun_info_v2(
         self, *, last_dagrun_info: DagRunInfo | None, restriction: TimeRestriction
     ) -> DagRunInfo | None:
-        import pendulum
-
         last_interval = last_dagrun_info.data_interval if last_dagrun_info else None
         candidates = []
         if last_interval is not None:
