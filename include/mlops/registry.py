@@ -1,7 +1,9 @@
-"""Registry: promotion, rejection and rollback with MLflow aliases, and an audit history kept in MLflow.
+"""Registry: promotion, rejection, rollback and the shadow with MLflow aliases, and an audit history kept in MLflow.
 
-The registered model ``<dataset>`` carries two aliases: ``challenger`` (set by training) and ``champion``
-(moved only here). Stages are deprecated and never used.
+The registered model ``<dataset>`` carries three aliases: ``challenger`` (set by training), ``champion`` (moved
+only here) and ``shadow`` (moved only here): a version newer than the champion, rejected or awaiting approval,
+that scores every new day beside the champion so the monitor can compare the two on live labels. A shadow ends
+when it, or a newer version, becomes champion. Stages are deprecated and never used.
 
 Audit store: one MLflow run per event in the experiment ``<dataset>-registry-audit``. The entry is written
 both as params (immutable once logged: an entry cannot be silently rewritten) and as tags (``audit.*``:
@@ -28,6 +30,7 @@ moved by hand (MLflow UI) shows up as a break in the from/to chain rather than b
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import socket
@@ -46,11 +49,15 @@ from include.mlops.tracking import client as _client
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+_LOG = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-ACTIONS = ("promote", "reject", "rollback", "external")  # external: moved outside the pipeline
+SHADOW = "shadow"
+# external: champion moved outside the pipeline; shadow / unshadow: the shadow alias set / removed (champion kept)
+ACTIONS = ("promote", "reject", "rollback", "external", "shadow", "unshadow")
 LOCK_TIMEOUT_SECONDS = 60.0
 LOCK_STALE_SECONDS = 300.0
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # MLflow's answers for a missing alias or model
 _MAX_TEXT = 5000  # MLflow caps tag values at 5000 characters (params at 6000)
 _KEY_TAGS = (
     "gate.decision",
@@ -68,6 +75,8 @@ _KEY_TAGS = (
     "window_start",
     "window_end",
     "trained_because",
+    "shadow.since",
+    "shadow.reason",
 )
 
 
@@ -237,10 +246,17 @@ def _delete_lock(client: MlflowClient, name: str, owner: str | None) -> None:
 
 
 # -- recording -----------------------------------------------------------------------------------------
-def _settle_orphans(client: MlflowClient, exp_id: str, champion: str | None) -> None:
-    """Entries left RUNNING by a crashed writer: FINISHED if the alias shows their move happened, else FAILED."""
+def _settle_orphans(client: MlflowClient, exp_id: str, champion: str | None, shadow: str | None = None) -> None:
+    """Entries left RUNNING by a crashed writer: FINISHED if the alias shows their move happened, else FAILED
+    (the ``champion`` alias; the ``shadow`` alias for shadow and unshadow entries)."""
     for run in _audit_runs(client, exp_id, status="RUNNING"):
-        done = (run.data.tags.get("audit.to") or None) == champion
+        t = run.data.tags
+        if t.get("audit.action") == "shadow":
+            done = shadow == t.get("audit.version")
+        elif t.get("audit.action") == "unshadow":
+            done = shadow != t.get("audit.version")
+        else:
+            done = (t.get("audit.to") or None) == champion
         client.set_terminated(run.info.run_id, "FINISHED" if done else "FAILED")
 
 
@@ -266,7 +282,7 @@ def _record(
 
     exp_id = _audit_experiment_id(client, spec, create=True)
     champion = _alias_version(client, spec.name, CHAMPION)
-    _settle_orphans(client, exp_id, champion)
+    _settle_orphans(client, exp_id, champion, _alias_version(client, spec.name, SHADOW))
     done = _audit_runs(client, exp_id)
     seq = max((int(r.data.tags["audit.seq"]) for r in done), default=0) + 1
     when = _now()
@@ -311,16 +327,15 @@ def _after_event(client: MlflowClient, spec: DatasetSpec, entry: AuditEntry) -> 
 
     try:
         mv = client.get_model_version(spec.name, entry.version)
-        outcome = {"promote": "champion", "rollback": "champion (rollback)", "reject": "rejected"}.get(
-            entry.action, entry.action
-        )
-        name = client.get_run(mv.run_id).data.tags.get("mlflow.runName", "")
-        client.set_tag(mv.run_id, "mlflow.runName", f"{name.split(' (')[0]} ({outcome})")
+        if entry.action not in ("shadow", "unshadow"):  # a role beside the gate's outcome, which the name keeps
+            outcome = {"promote": "champion", "rollback": "champion (rollback)", "reject": "rejected"}.get(
+                entry.action, entry.action
+            )
+            name = client.get_run(mv.run_id).data.tags.get("mlflow.runName", "")
+            client.set_tag(mv.run_id, "mlflow.runName", f"{name.split(' (')[0]} ({outcome})")
         lineage.log_model_card(spec, entry.version, client.tracking_uri)
     except Exception as exc:  # the alias moved and the entry is written: a card must not undo that
-        import logging
-
-        logging.getLogger(__name__).warning("model card of %s v%s not updated: %s", spec.name, entry.version, exc)
+        _LOG.warning("model card of %s v%s not updated: %s", spec.name, entry.version, exc)
 
 
 def _note(fields: dict[str, str]) -> str:
@@ -355,8 +370,19 @@ def _move_champion(
         if champion and action == "rollback":
             client.set_model_version_tag(spec.name, champion, "rolled_back_at", tags["champion.since"])
             client.set_model_version_tag(spec.name, champion, "rolled_back_reason", (reason or "")[:_MAX_TEXT])
+        shadow = _alias_version(client, spec.name, SHADOW)
+        if shadow is not None and int(version) >= int(shadow):  # a promoted shadow, or one older than the champion
+            why = "became champion" if shadow == version else f"v{version}, a newer version, became champion"
+            _end_shadow(client, spec, shadow, f"{action}: {why}")
 
     return apply
+
+
+def _end_shadow(client: MlflowClient, spec: DatasetSpec, version: str, why: str) -> None:
+    """Remove the ``shadow`` alias from ``version``; its tags say when and why (``shadow.since`` stays)."""
+    client.delete_registered_model_alias(spec.name, SHADOW)
+    client.set_model_version_tag(spec.name, version, "shadow.until", _now())
+    client.set_model_version_tag(spec.name, version, "shadow.end_reason", (why or "")[:_MAX_TEXT])
 
 
 # -- actions -------------------------------------------------------------------------------------------
@@ -506,6 +532,104 @@ def rollback(
         )
 
 
+def set_shadow(
+    spec: DatasetSpec,
+    version: str | int,
+    *,
+    reason: str,
+    dag_run: str | None = None,
+    tracking_uri: str | None = None,
+) -> AuditEntry | None:
+    """Move alias ``shadow`` to ``version`` (tags ``shadow.since``, ``shadow.reason``); audited as 'shadow', the
+    champion unchanged. Refused (None, nothing recorded) without a champion or when ``version`` is not newer than
+    it: a shadow is a candidate the champion has not seen. A retry (same version and DAG run), or setting the
+    shadow it already is, records nothing and returns the entry that made it shadow. RegistryError for an
+    unknown version."""
+    client = _client(tracking_uri)
+    version = _norm(version)
+    _model_version(client, spec.name, version)
+    with registry_lock(spec, client.tracking_uri):
+        champion = _alias_version(client, spec.name, CHAMPION)
+        if champion is None or int(version) <= int(champion):
+            _LOG.info("%s v%s not made shadow: champion is %s (a shadow is newer)", spec.name, version, _v(champion))
+            return None
+        entries = history(spec, client.tracking_uri)
+        mine = [e for e in entries if e.action == "shadow" and e.version == version]
+        previous = _alias_version(client, spec.name, SHADOW)
+        same = [e for e in mine if dag_run and e.dag_run == dag_run] or (mine if previous == version else [])
+        if same:
+            return same[-1]
+
+        def apply(seq: int, champion: str | None) -> None:
+            client.set_registered_model_alias(spec.name, SHADOW, version)
+            tags = {"shadow.since": _now(), "shadow.reason": (reason or "")[:_MAX_TEXT], "shadow.audit_seq": str(seq)}
+            for k, v in tags.items():
+                client.set_model_version_tag(spec.name, version, k, v)
+            if previous is not None and previous != version:
+                client.set_model_version_tag(spec.name, previous, "shadow.until", tags["shadow.since"])
+                client.set_model_version_tag(spec.name, previous, "shadow.end_reason", f"replaced by v{version}")
+
+        return _record(
+            client,
+            spec,
+            action="shadow",
+            version=version,
+            **_champion_kept(entries),
+            reason=reason,
+            dag_run=dag_run,
+            approver=None,
+            apply=apply,
+        )
+
+
+def clear_shadow(
+    spec: DatasetSpec,
+    *,
+    reason: str,
+    dag_run: str | None = None,
+    approver: str | None = None,
+    tracking_uri: str | None = None,
+) -> AuditEntry | None:
+    """Remove the ``shadow`` alias (its version is tagged ``shadow.until``, ``shadow.end_reason``); audited as
+    'unshadow'. None, and nothing recorded, when there is no shadow."""
+    client = _client(tracking_uri)
+    with registry_lock(spec, client.tracking_uri):
+        shadow = _alias_version(client, spec.name, SHADOW)
+        if shadow is None:
+            return None
+        return _record(
+            client,
+            spec,
+            action="unshadow",
+            version=shadow,
+            **_champion_kept(history(spec, client.tracking_uri)),
+            reason=reason,
+            dag_run=dag_run,
+            approver=approver,
+            apply=lambda seq, champion: _end_shadow(client, spec, shadow, reason),
+        )
+
+
+def _champion_kept(entries: Sequence[AuditEntry]) -> dict[str, str]:
+    """from/to of an entry that leaves the champion alone: the champion the history ends with, not the alias, so
+    a shadow entry never papers over a champion moved outside the pipeline (:func:`reconcile_aliases`)."""
+    audited = (entries[-1].to_version if entries else None) or ""
+    return {"from_version": audited, "to_version": audited}
+
+
+def shadow_version(spec: DatasetSpec, tracking_uri: str | None = None) -> str | None:
+    """The version holding the ``shadow`` alias, None when there is none. A registry that cannot answer raises
+    (MlflowException): an outage is not "no shadow"."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(_client(tracking_uri).get_model_version_by_alias(spec.name, SHADOW).version)
+    except MlflowException as exc:
+        if exc.error_code in _NOT_FOUND:
+            return None
+        raise
+
+
 def reconcile_aliases(spec: DatasetSpec, tracking_uri: str | None = None) -> AuditEntry | None:
     """Detect a ``champion`` alias moved outside the pipeline (MLflow UI, API): when the alias differs from the
     champion the audit history ends with, record the move as an ``external`` entry (from the audited champion to
@@ -604,13 +728,15 @@ def _describe(client: MlflowClient, name: str, version: str | None) -> dict[str,
 
 
 def current(spec: DatasetSpec, tracking_uri: str | None = None) -> dict[str, Any]:
-    """Champion and challenger (version, run, key tags and metrics; None when unset) and the last audit entry."""
+    """Champion, challenger and shadow (version, run, key tags and metrics; None when unset) and the last audit
+    entry."""
     client = _client(tracking_uri)
     entries = history(spec, client.tracking_uri)
     return {
         "model": spec.name,
         CHAMPION: _describe(client, spec.name, _alias_version(client, spec.name, CHAMPION)),
         CHALLENGER: _describe(client, spec.name, _alias_version(client, spec.name, CHALLENGER)),
+        SHADOW: _describe(client, spec.name, _alias_version(client, spec.name, SHADOW)),
         "last_event": entries[-1].as_dict() if entries else None,
     }
 

@@ -416,3 +416,131 @@ def test_a_deleted_champion_alias_is_recorded(spec, uri, client):
     entry = R.reconcile_aliases(spec, uri)
     assert (entry.action, entry.from_version, entry.to_version) == ("external", "2", None)
     assert R.reconcile_aliases(spec, uri) is None
+
+
+# -- the shadow ----------------------------------------------------------------------------------------
+def shadow(client, name: str = "flights") -> str | None:
+    return R._alias_version(client, name, "shadow")
+
+
+def test_set_shadow_moves_the_alias_tags_the_version_and_is_audited(spec, uri, client):
+    R.promote(spec, 1, reason="first", tracking_uri=uri)
+    R.reject(spec, 3, ["max_roc_auc_drop"], dag_run="train-3", tracking_uri=uri)
+    entry = R.set_shadow(spec, 3, reason="rejected by a noisy test week", dag_run="train-3", tracking_uri=uri)
+    assert (entry.action, entry.version, entry.from_version, entry.to_version) == ("shadow", "3", "1", "1")
+    assert entry.reason == "rejected by a noisy test week"
+    assert shadow(client) == "3"
+    assert R.shadow_version(spec, uri) == "3"
+    assert champion(client) == "1"
+    tags = client.get_model_version("flights", "3").tags
+    assert tags["shadow.reason"] == "rejected by a noisy test week"
+    assert datetime.fromisoformat(tags["shadow.since"]) <= datetime.now(UTC)
+    assert tags["gate.decision"] == "rejected"  # a role beside the gate's outcome, not a new decision
+    now = R.current(spec, uri)
+    assert now["shadow"]["version"] == "3"
+    assert now["shadow"]["tags"]["shadow.reason"] == "rejected by a noisy test week"
+    assert now["champion"]["version"] == "1"
+    assert now["last_event"]["action"] == "shadow"
+    # the champion's history reads through shadow entries
+    entries = R.history(spec, uri)
+    assert chain(entries) == [("promote", None, "1"), ("reject", "1", "1"), ("shadow", "1", "1")]
+    assert R.champion_at(spec, entries[-1].at, uri) == "1"
+    assert R.reconcile_aliases(spec, uri) is None
+    R.promote(spec, 2, reason="second", tracking_uri=uri)  # v2 < v3: the shadow stays
+    assert shadow(client) == "3"
+    assert R.rollback_target(R.history(spec, uri), "2") == "1"
+    assert R.rollback(spec, reason="back", tracking_uri=uri).to_version == "1"
+    assert shadow(client) == "3"  # a rollback to an older champion keeps the newer shadow
+
+
+@pytest.mark.parametrize(
+    ("champ", "version"), [(None, 3), (3, 3), (3, 2)], ids=["no-champion", "is-the-champion", "older"]
+)
+def test_set_shadow_refuses_a_version_not_newer_than_the_champion(spec, uri, client, champ, version):
+    if champ:
+        R.promote(spec, champ, reason="first", tracking_uri=uri)
+    before = R.history(spec, uri)
+    assert R.set_shadow(spec, version, reason="x", dag_run="d", tracking_uri=uri) is None
+    assert shadow(client) is None
+    assert R.shadow_version(spec, uri) is None
+    assert R.history(spec, uri) == before
+    assert "shadow.since" not in client.get_model_version("flights", str(version)).tags
+    with pytest.raises(R.RegistryError, match="no version 42"):
+        R.set_shadow(spec, 42, reason="x", tracking_uri=uri)
+
+
+def test_set_shadow_compares_versions_as_numbers(spec, uri, client):
+    from include.mlops import tracking
+
+    first = client.get_model_version("flights", "1")
+    with tracking.using(uri):  # MLflow resolves a models:/m-... source with a default client
+        for _ in range(7, 11):  # v7 ... v10: "10" < "9" as text
+            client.create_model_version("flights", source=first.source, run_id=first.run_id)
+    R.promote(spec, 5, reason="first", tracking_uri=uri)
+    client.set_model_version_tag("flights", "9", "gate.decision", "passed")
+    R.promote(spec, 9, reason="v9", tracking_uri=uri)
+    assert R.set_shadow(spec, 10, reason="numbers", tracking_uri=uri).version == "10"
+    assert R.set_shadow(spec, 6, reason="older", tracking_uri=uri) is None
+
+
+def test_a_retried_set_shadow_records_once_and_a_new_shadow_replaces_the_old(spec, uri, client):
+    R.promote(spec, 1, reason="first", tracking_uri=uri)
+    first = R.set_shadow(spec, 3, reason="awaits approval", dag_run="run-a", tracking_uri=uri)
+    assert R.set_shadow(spec, 3, reason="awaits approval", dag_run="run-a", tracking_uri=uri) == first
+    assert R.set_shadow(spec, 3, reason="again", dag_run="run-b", tracking_uri=uri) == first  # already the shadow
+    assert len(R.history(spec, uri)) == 2
+    since = client.get_model_version("flights", "3").tags["shadow.since"]
+    second = R.set_shadow(spec, 4, reason="newer candidate", dag_run="run-c", tracking_uri=uri)
+    assert (second.seq, second.version) == (3, "4")
+    assert shadow(client) == "4"
+    old = client.get_model_version("flights", "3").tags
+    assert old["shadow.since"] == since
+    assert old["shadow.end_reason"] == "replaced by v4"
+    assert old["shadow.until"] >= since
+
+
+@pytest.mark.parametrize(("promoted", "why"), [(3, "became champion"), (4, "v4, a newer version, became champion")])
+def test_promoting_the_shadow_or_a_newer_version_ends_the_shadow(spec, uri, client, promoted, why):
+    R.promote(spec, 1, reason="first", tracking_uri=uri)
+    R.set_shadow(spec, 3, reason="awaits approval", tracking_uri=uri)
+    R.promote(spec, promoted, reason="approved", approver="ana", tracking_uri=uri)
+    assert shadow(client) is None
+    assert R.shadow_version(spec, uri) is None
+    assert R.current(spec, uri)["shadow"] is None
+    tags = client.get_model_version("flights", "3").tags
+    assert tags["shadow.end_reason"] == f"promote: {why}"
+    assert "shadow.until" in tags
+    entries = R.history(spec, uri)
+    assert chain(entries) == [("promote", None, "1"), ("shadow", "1", "1"), ("promote", "1", str(promoted))]
+    assert R.rollback_target(entries, str(promoted)) == "1"
+
+
+def test_clear_shadow_is_audited_and_a_no_op_without_a_shadow(spec, uri, client):
+    R.promote(spec, 1, reason="first", tracking_uri=uri)
+    assert R.clear_shadow(spec, reason="nothing to clear", tracking_uri=uri) is None
+    R.set_shadow(spec, 4, reason="candidate", tracking_uri=uri)
+    entry = R.clear_shadow(spec, reason="enough evidence", approver="ana", tracking_uri=uri)
+    assert (entry.action, entry.version, entry.from_version, entry.to_version) == ("unshadow", "4", "1", "1")
+    assert shadow(client) is None
+    assert client.get_model_version("flights", "4").tags["shadow.end_reason"] == "enough evidence"
+    assert [e.action for e in R.history(spec, uri)] == ["promote", "shadow", "unshadow"]
+
+
+def test_a_shadow_entry_does_not_hide_a_champion_moved_outside_the_pipeline(spec, uri, client):
+    R.promote(spec, 1, reason="first", tracking_uri=uri)
+    client.set_registered_model_alias("flights", "champion", "2")  # by hand
+    entry = R.set_shadow(spec, 4, reason="candidate", tracking_uri=uri)
+    assert (entry.from_version, entry.to_version) == ("1", "1")  # what the history knew
+    moved = R.reconcile_aliases(spec, uri)
+    assert (moved.action, moved.from_version, moved.to_version) == ("external", "1", "2")
+
+
+def test_a_shadow_entry_left_running_is_settled_by_the_alias(spec, uri, client):
+    R.promote(spec, 1, reason="first", tracking_uri=uri)
+    exp_id = client.get_experiment_by_name("flights-registry-audit").experiment_id
+    now = datetime.now(UTC).isoformat()
+    tags = {"audit.seq": "2", "audit.action": "shadow", "audit.version": "3", "audit.from": "1", "audit.to": "1"}
+    orphan = client.create_run(exp_id, tags={**tags, "audit.when": now})  # crashed before moving the alias
+    R.set_shadow(spec, 4, reason="next", tracking_uri=uri)
+    assert client.get_run(orphan.info.run_id).info.status == "FAILED"
+    assert [(e.action, e.version) for e in R.history(spec, uri)] == [("promote", "1"), ("shadow", "4")]
