@@ -6,10 +6,16 @@ is no second feature implementation to drift out of step. Every flight of the da
 included, because at scoring time nobody knows which flights will be cancelled.
 
 ``predictions/<dataset>/date=…`` holds the entity keys, ``probability``, ``prediction`` (0/1 at the version's
-``threshold`` tag) and ``model_version``. Labels are deliberately *not* stored: in production a day is scored
-before its flights land, so a label column would be empty or, in the 2013 replay, a leak of the future. The
-monitor joins outcomes later from the validated zone on the entity keys, which also picks up late or corrected
-labels without rewriting what was served. A partition is the record of what the model said, and nothing else.
+``threshold`` tag), ``model_version`` and ``role`` (``champion``). Labels are deliberately *not* stored: in
+production a day is scored before its flights land, so a label column would be empty or, in the 2013 replay, a
+leak of the future. The monitor joins outcomes later from the validated zone on the entity keys, which also
+picks up late or corrected labels without rewriting what was served. A partition is the record of what the
+model said, and nothing else.
+
+The shadow (``registry.SHADOW``: a newer version, rejected or awaiting approval) scores the same feature rows beside
+the champion into ``shadow/<dataset>/version=<v>/date=…`` (same columns, ``role`` = ``shadow``), so the monitor can
+compare the two on the same flights once labels arrive. The feature frame is built once for both; a shadow that
+cannot be scored costs its own partition, never the champion's (the summary says why).
 
 The loaded model is cached per process by (tracking URI, model, version): a worker scoring day after day
 loads the champion once and again only when the alias moves.
@@ -40,6 +46,8 @@ PREDICTIONS_TABLE = "predictions"
 PROBABILITY = "probability"
 PREDICTION = "prediction"
 MODEL_VERSION = "model_version"
+ROLE = "role"  # who made a prediction: CHAMPION (served, predictions/) or SHADOW (shadow/, never served)
+SHADOW = "shadow"  # the role, the registry alias and the lake zone
 DEFAULT_THRESHOLD = 0.5
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # what MLflow answers for a missing alias/version
 
@@ -227,8 +235,11 @@ def predict(model: ScoringModel, frame: pd.DataFrame) -> np.ndarray:
     return out[:, -1] if out.ndim == 2 else out
 
 
-def score_frame(spec: DatasetSpec, model: ScoringModel, features: pd.DataFrame) -> pd.DataFrame:
-    """Entity keys + ``probability``, ``prediction`` (at the model's threshold) and ``model_version`` per row."""
+def score_frame(
+    spec: DatasetSpec, model: ScoringModel, features: pd.DataFrame, role: str | None = None
+) -> pd.DataFrame:
+    """Entity keys + ``probability``, ``prediction`` (at the model's threshold), ``model_version`` and, when given,
+    ``role`` per row."""
     missing = [k for k in spec.entity_keys if k not in features.columns]
     if missing:
         raise ScoringError(f"the feature frame lacks entity keys {missing}")
@@ -240,6 +251,8 @@ def score_frame(spec: DatasetSpec, model: ScoringModel, features: pd.DataFrame) 
         PREDICTION: (p >= model.threshold).astype("int8"),
         MODEL_VERSION: np.full(len(p), model.version or model.uri, dtype=object),
     }
+    if role is not None:
+        columns[ROLE] = np.full(len(p), role, dtype=object)
     return pd.DataFrame(columns, copy=False)
 
 
@@ -254,6 +267,11 @@ def rescored_dataset(spec: DatasetSpec, version: str | None, model_uri: str) -> 
 
     label = version or "uri-" + hashlib.sha256(model_uri.encode()).hexdigest()[:12]
     return f"{spec.name}/version={label}"
+
+
+def shadow_dataset(spec: DatasetSpec, version: str) -> str:
+    """Where a shadow version's predictions go, below zone ``shadow``: ``<dataset>/version=<v>``."""
+    return f"{spec.name}/version={version}"
 
 
 def score_partition(
@@ -274,6 +292,10 @@ def score_partition(
     same model rewrites identical content, idempotently). ``rescore=True`` is the explicit re-score: it
     writes ``rescored/<dataset>/version=<v>/date=<day>`` (see :func:`rescored_dataset`) and never touches
     ``predictions/``.
+
+    When the registry has a shadow, the same feature rows are also scored by it into
+    ``shadow/<dataset>/version=<v>/date=<day>`` (a kept day too, when that partition is missing); the summary's
+    ``shadow`` says what was written, or why nothing was (None without a shadow). Never on a re-score.
 
     Raises NoChampionError without a champion, ScoringError when the day has no validated partition.
     """
@@ -297,6 +319,22 @@ def score_partition(
         "zone": zone,
         "uri": lake.uri(lake.partition_path(zone, dataset, partition)),
     }
+
+    def shadow(features: pd.DataFrame | None, served_version: str | None) -> dict[str, Any] | None:
+        if rescore:
+            return None
+        return _score_shadow(
+            spec,
+            lake,
+            day,
+            features,
+            champion=model.version,
+            served_version=served_version,
+            validated_sha256=validated.sha256,
+            run_id=run_id,
+            tracking_uri=tracking_uri,
+        )
+
     served = None if rescore else lake.manifest("predictions", spec.name, partition)
     if served is not None and served.extra.get("model_uri") != model.uri:
         return where | {
@@ -306,18 +344,12 @@ def score_partition(
             "rows": served.rows,
             "sha256": served.sha256,
             "model_version": served.extra.get("model_version"),
+            "shadow": shadow(None, served.extra.get("model_version")),
             "seconds": round(time.perf_counter() - t0, 3),
         }
     features = features_for_dates(lake, spec, day, day)
-    out = score_frame(spec, model, features)
-    extra = {
-        "model_name": model.name,
-        "model_version": model.version,
-        "model_uri": model.uri,
-        "model_run_id": model.run_id,
-        "threshold": model.threshold,
-        "validated_sha256": validated.sha256,
-    }
+    out = score_frame(spec, model, features, role=None if rescore else CHAMPION)
+    extra = _model_extra(model, validated.sha256)
     manifest = lake.write_partition(
         zone,
         dataset,
@@ -334,18 +366,117 @@ def score_partition(
         "mean_probability": round(float(out[PROBABILITY].mean()), 6) if len(out) else None,
         "sha256": manifest.sha256,
         **extra,
+        "shadow": shadow(features, model.version),
         "seconds": round(time.perf_counter() - t0, 3),
     }
 
 
+def _score_shadow(
+    spec: DatasetSpec,
+    lake: Lake,
+    day: date,
+    features: pd.DataFrame | None,
+    *,
+    champion: str | None,
+    served_version: str | None,
+    validated_sha256: str,
+    run_id: str | None,
+    tracking_uri: str | None,
+) -> dict[str, Any] | None:
+    """The shadow's half of :func:`score_partition`: score ``features`` (None, a kept day: build them, unless the
+    shadow's partition is already there) with the shadow and write them; None without a shadow. Never raises:
+    a failure is logged and named in the summary, and the champion's day goes on."""
+    from include.mlops import registry
+    from include.mlops.features import features_for_dates
+    from include.mlops.storage import date_partition
+
+    t0 = time.perf_counter()
+    partition = date_partition(day)
+    summary: dict[str, Any] = {"model_version": None, "uri": None, "rows": 0, "sha256": None, "written": False}
+    try:
+        summary["model_version"] = version = registry.shadow_version(spec, tracking_uri or default_tracking_uri())
+        if version is None:
+            return None
+        if version == champion:
+            return summary | {"reason": f"shadow v{version} is the champion: not scored twice"}
+        dataset = shadow_dataset(spec, version)
+        summary["uri"] = lake.uri(lake.partition_path(SHADOW, dataset, partition))
+        have = lake.manifest(SHADOW, dataset, partition) if features is None else None
+        if have is not None and have.extra.get("validated_sha256") == validated_sha256:
+            return summary | {"rows": have.rows, "sha256": have.sha256, "reason": f"shadow v{version}: already scored"}
+        model = load_model(spec, f"models:/{spec.name}/{version}", tracking_uri=tracking_uri)
+        if features is None:
+            features = features_for_dates(lake, spec, day, day)
+        out = score_frame(spec, model, features, role=SHADOW)
+        extra = _model_extra(model, validated_sha256) | {
+            "champion_version": champion,  # the champion when the shadow scored
+            "served_version": served_version,  # whose predictions/ partition these rows sit beside
+        }
+        manifest = lake.write_partition(
+            SHADOW,
+            dataset,
+            partition,
+            {PREDICTIONS_TABLE: out},
+            source="scoring.score_partition",
+            run_id=run_id,
+            extra=extra,
+        )
+    except Exception as exc:  # a shadow must never fail or block the champion's scoring
+        v = summary["model_version"]
+        why = f"shadow {'v' + v if v else '(version unknown)'} not scored: {type(exc).__name__}: {exc}"
+        logging.getLogger("mlops.scoring").warning("%s %s: %s", spec.name, partition, why)
+        return summary | {"uri": None, "reason": why}
+    return summary | {
+        "rows": len(out),
+        "sha256": manifest.sha256,
+        "written": True,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _model_extra(model: ScoringModel, validated_sha256: str) -> dict[str, Any]:
+    """What a predictions manifest says about the model that wrote it."""
+    return {
+        "model_name": model.name,
+        "model_version": model.version,
+        "model_uri": model.uri,
+        "model_run_id": model.run_id,
+        "threshold": model.threshold,
+        "validated_sha256": validated_sha256,
+    }
+
+
 def read_predictions(spec: DatasetSpec, lake: Lake, start: date | str, end: date | str) -> pd.DataFrame:
-    """The stored predictions of the days in [start, end] (empty frame when there are none)."""
+    """The served predictions of the days in [start, end] (empty frame when there are none); ``role`` is
+    ``champion`` throughout (partitions written before the column existed included)."""
+    return _read_days(spec, lake, "predictions", spec.name, start, end, CHAMPION)
+
+
+def read_shadow_predictions(
+    spec: DatasetSpec, lake: Lake, version: str | int, start: date | str, end: date | str
+) -> pd.DataFrame:
+    """Shadow ``version``'s predictions of the days in [start, end], same columns as :func:`read_predictions`
+    (``role`` = ``shadow``); an empty frame when there are none. Join with the served ones on the entity keys."""
+    return _read_days(spec, lake, SHADOW, shadow_dataset(spec, str(version)), start, end, SHADOW)
+
+
+def shadow_days(spec: DatasetSpec, lake: Lake, version: str | int) -> list[str]:
+    """The days (ISO dates, sorted) shadow ``version`` has predictions for."""
+    return [p.removeprefix("date=") for p in lake.partitions(SHADOW, shadow_dataset(spec, str(version)))]
+
+
+def _read_days(
+    spec: DatasetSpec, lake: Lake, zone: str, dataset: str, start: date | str, end: date | str, role: str
+) -> pd.DataFrame:
     lo, hi = f"date={_as_date(start).isoformat()}", f"date={_as_date(end).isoformat()}"
-    parts = [p for p in lake.partitions("predictions", spec.name) if lo <= p <= hi]
-    frames = [lake.read_table("predictions", spec.name, p, PREDICTIONS_TABLE) for p in parts]
+    parts = [p for p in lake.partitions(zone, dataset) if lo <= p <= hi]
+    frames = [lake.read_table(zone, dataset, p, PREDICTIONS_TABLE) for p in parts]
     if not frames:
-        return pd.DataFrame(columns=[*spec.entity_keys, PROBABILITY, PREDICTION, MODEL_VERSION])
-    return pd.concat(frames, ignore_index=True)
+        return pd.DataFrame(columns=[*spec.entity_keys, PROBABILITY, PREDICTION, MODEL_VERSION, ROLE])
+    out = pd.concat(frames, ignore_index=True)
+    if ROLE not in out.columns or out[ROLE].isna().any():  # days scored before predictions carried a role
+        out[ROLE] = out[ROLE].fillna(role) if ROLE in out.columns else role
+    return out
 
 
 def first_scoring_day(spec: DatasetSpec, lake: Lake, tracking_uri: str | None = None) -> str | None:
@@ -411,11 +542,18 @@ def announced(results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def describe(result: Mapping[str, Any]) -> str:
-    """One log line for a :func:`score_partition` summary."""
-    if not result["written"]:
-        return f"{result['partition']}: {result['reason']}"
+    """One log line for a :func:`score_partition` summary (its shadow's result on a second line)."""
     r = result
-    return f"{r['partition']}: {r['rows']} rows, {r['positives']} positive (v{r['model_version']}) -> {r['uri']}"
+    if not r["written"]:
+        line = f"{r['partition']}: {r['reason']}"
+    else:
+        line = f"{r['partition']}: {r['rows']} rows, {r['positives']} positive (v{r['model_version']}) -> {r['uri']}"
+    s = r.get("shadow")
+    if s is None:
+        return line
+    if s["written"]:
+        return f"{line}\n  shadow v{s['model_version']}: {s['rows']} rows -> {s['uri']}"
+    return f"{line}\n  {s['reason']}"
 
 
 def before_first_scoring_day(

@@ -29,7 +29,7 @@ from fsspec.implementations.local import LocalFileSystem
 if TYPE_CHECKING:
     import pandas as pd
 
-ZONES = ("raw", "validated", "quarantine", "features", "predictions", "rescored", "reports", "reference")
+ZONES = ("raw", "validated", "quarantine", "features", "predictions", "rescored", "shadow", "reports", "reference")
 APPEND_ONLY = ("raw",)  # zones whose files are never removed or replaced (see module docstring)
 MANIFEST = "_manifest.json"
 HISTORY = "_manifests"

@@ -79,7 +79,8 @@ def test_predictions_equal_the_models_predict_proba_on_the_same_rows(small_spec,
     rows = F.features_for_dates(lake, small_spec, "2013-01-10", "2013-01-10")
     expected = _direct(champion["uri"], champion["version"]).predict_proba(rows[small_spec.feature_names])[:, 1]
 
-    assert list(stored.columns) == [*small_spec.entity_keys, "probability", "prediction", "model_version"]
+    assert list(stored.columns) == [*small_spec.entity_keys, "probability", "prediction", "model_version", "role"]
+    assert set(stored["role"]) == {"champion"}
     pd.testing.assert_frame_equal(stored[small_spec.entity_keys], rows[small_spec.entity_keys])
     np.testing.assert_array_equal(stored["probability"].to_numpy(), expected)
     np.testing.assert_array_equal(stored["prediction"].to_numpy(), (expected >= champion["threshold"]).astype(int))
@@ -303,3 +304,146 @@ def test_reconcile_scores_validated_days_without_predictions_since_the_first_cha
     assert S.unscored_days(small_spec, lake, champion["uri"]) == []
     assert S.reconcile(small_spec, lake, tracking_uri=champion["uri"]) == []
     assert [p for p in lake.partitions("predictions", "flights") if p < "date=2013-01-07"] == []
+
+
+# -- the shadow ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shadow(small_spec, lake, champion, tmp_path_factory) -> dict:
+    """Version 2: trained on other days with another seed (so its scores differ from the champion's); not champion."""
+    table = F.features_for_dates(lake, small_spec, "2013-01-02", LAST)
+    result = T.train_candidates(
+        small_spec,
+        table,
+        seed=11,
+        tracking_uri=champion["uri"],
+        artifact_root=str(tmp_path_factory.mktemp("shadow-artifacts")),
+    )
+    return {"version": result.model_version, "threshold": result.threshold}
+
+
+@pytest.fixture
+def shadowing(small_spec, champion, shadow):
+    """The shadow alias on version 2 for one test (set through the registry, as the train DAG will)."""
+    from include.mlops import registry as R
+
+    entry = R.set_shadow(small_spec, shadow["version"], reason="test", tracking_uri=champion["uri"])
+    assert entry is not None
+    assert R.shadow_version(small_spec, champion["uri"]) == shadow["version"]
+    yield shadow
+    R.clear_shadow(small_spec, reason="test done", tracking_uri=champion["uri"])
+
+
+def test_a_shadow_scores_the_same_rows_beside_the_champion(small_spec, lake, champion, shadowing, monkeypatch):
+    day, v = "2013-01-08", shadowing["version"]
+    builds = []
+    real = F.features_for_dates
+    monkeypatch.setattr(F, "features_for_dates", lambda *a, **k: builds.append(a[2:]) or real(*a, **k))
+    out = S.score_partition(small_spec, lake, day, run_id="manual__shadow", tracking_uri=champion["uri"])
+    assert len(builds) == 1, "the feature rows are built once for both models"
+
+    served = lake.read_table("predictions", "flights", f"date={day}", "predictions")
+    theirs = lake.read_table("shadow", f"flights/version={v}", f"date={day}", "predictions")
+    rows = real(lake, small_spec, day, day)
+    expected = _direct(champion["uri"], v).predict_proba(rows[small_spec.feature_names])[:, 1]
+    assert list(theirs.columns) == list(served.columns)
+    pd.testing.assert_frame_equal(theirs[small_spec.entity_keys], served[small_spec.entity_keys])
+    np.testing.assert_array_equal(theirs["probability"].to_numpy(), expected)
+    np.testing.assert_array_equal(theirs["prediction"].to_numpy(), (expected >= shadowing["threshold"]).astype(int))
+    assert not np.array_equal(theirs["probability"], served["probability"]), "two different models"
+    assert (set(theirs["role"]), set(theirs["model_version"])) == ({"shadow"}, {v})
+    assert (set(served["role"]), set(served["model_version"])) == ({"champion"}, {champion["version"]})
+
+    m = lake.manifest("shadow", f"flights/version={v}", f"date={day}")
+    assert (m.run_id, m.extra["model_uri"]) == ("manual__shadow", f"models:/flights/{v}")
+    assert (m.extra["champion_version"], m.extra["served_version"]) == (champion["version"], champion["version"])
+    assert out["written"]
+    assert out["model_version"] == champion["version"]
+    assert out["shadow"]["written"] is True
+    assert (out["shadow"]["model_version"], out["shadow"]["rows"]) == (v, len(served))
+    assert out["shadow"]["sha256"] == m.sha256
+    assert out["shadow"]["uri"].endswith(f"shadow/flights/version={v}/date={day}")
+    assert f"shadow v{v}: {len(served)} rows" in S.describe(out)
+    assert S.announced([out]) == {"partitions": [f"date={day}"], "model_version": champion["version"]}
+
+    got = S.read_shadow_predictions(small_spec, lake, v, "2013-01-01", day)
+    pd.testing.assert_frame_equal(got, theirs)
+    assert day in S.shadow_days(small_spec, lake, v)
+    assert S.shadow_days(small_spec, lake, 99) == []
+    none = S.read_shadow_predictions(small_spec, lake, v, "2013-03-01", "2013-03-02")
+    assert none.empty
+    assert list(none.columns) == list(served.columns)
+    assert set(S.read_predictions(small_spec, lake, day, day)["role"]) == {"champion"}
+
+
+def test_a_kept_day_gets_the_shadows_predictions_and_a_rescore_none(small_spec, lake, champion, shadowing):
+    """A day served by v1 while another version is champion is kept as served; the shadow's partition is still
+    written (once) beside it. A re-score never shadow-scores."""
+    from mlflow import MlflowClient
+
+    day, v = "2013-01-07", shadowing["version"]
+    S.score_partition(small_spec, lake, day, tracking_uri=champion["uri"])
+    lake.delete_partition("shadow", f"flights/version={v}", f"date={day}")
+    before = lake.manifest("predictions", "flights", f"date={day}").as_dict()
+    client = MlflowClient(champion["uri"], champion["uri"])
+    first = client.get_model_version("flights", champion["version"])
+    with tracking.using(champion["uri"]):
+        newer = client.create_model_version("flights", first.source, run_id=first.run_id)
+    client.set_registered_model_alias("flights", "champion", newer.version)
+    try:
+        kept = S.score_partition(small_spec, lake, day, run_id="scheduled__kept", tracking_uri=champion["uri"])
+        again = S.score_partition(small_spec, lake, day, tracking_uri=champion["uri"])
+        rescored = S.score_partition(small_spec, lake, "2013-01-06", tracking_uri=champion["uri"], rescore=True)
+    finally:
+        client.set_registered_model_alias("flights", "champion", champion["version"])
+    assert kept["written"] is False
+    assert lake.manifest("predictions", "flights", f"date={day}").as_dict() == before
+    assert kept["shadow"]["written"] is True
+    m = lake.manifest("shadow", f"flights/version={v}", f"date={day}")
+    assert (m.run_id, m.extra["served_version"], m.extra["champion_version"]) == (
+        "scheduled__kept",
+        champion["version"],
+        str(newer.version),
+    )
+    assert m.rows == before["rows"]
+    assert again["shadow"]["written"] is False
+    assert again["shadow"]["reason"] == f"shadow v{v}: already scored"
+    assert again["shadow"]["sha256"] == m.sha256
+    assert rescored["written"]
+    assert rescored["shadow"] is None
+    assert lake.manifest("shadow", f"flights/version={v}", "date=2013-01-06") is None
+
+
+def test_a_broken_shadow_never_stops_the_champion(small_spec, lake, champion, shadow, tmp_path, caplog):
+    """The shadow alias on a version whose model files are gone: the champion's day is scored and written, the
+    summary and the log say why the shadow's is not."""
+    import shutil
+
+    import mlflow.artifacts
+    from mlflow import MlflowClient
+
+    from include.mlops import registry as R
+
+    client = MlflowClient(champion["uri"], champion["uri"])
+    with tracking.using(champion["uri"]):
+        files = mlflow.artifacts.download_artifacts(f"models:/flights/{shadow['version']}", dst_path=str(tmp_path))
+        broken = client.create_model_version("flights", files).version
+    shutil.rmtree(files)
+    R.set_shadow(small_spec, broken, reason="files deleted", tracking_uri=champion["uri"])
+    try:
+        out = S.score_partition(small_spec, lake, "2013-01-05", tracking_uri=champion["uri"])
+    finally:
+        R.clear_shadow(small_spec, reason="test done", tracking_uri=champion["uri"])
+    assert out["written"]
+    assert out["rows"] > 0
+    assert lake.manifest("predictions", "flights", "date=2013-01-05") is not None
+    assert (out["shadow"]["written"], out["shadow"]["model_version"]) == (False, str(broken))
+    assert out["shadow"]["reason"].startswith(f"shadow v{broken} not scored: ")
+    assert lake.manifest("shadow", f"flights/version={broken}", "date=2013-01-05") is None
+    assert f"shadow v{broken} not scored" in S.describe(out)
+    assert out["shadow"]["reason"] in caplog.text
+
+
+def test_without_a_shadow_the_summary_says_none(small_spec, lake, champion):
+    out = S.score_partition(small_spec, lake, "2013-01-04", tracking_uri=champion["uri"])
+    assert out["shadow"] is None
+    assert "shadow" not in S.describe(out)
