@@ -13,6 +13,11 @@
    Wasserstein, Jensen-Shannon over the same bins), which must agree with Evidently's to 1e-5. Windows longer
    than ``monitoring.max_drift_rows`` reach Evidently as a seeded sample (``monitoring.drift_sample``): scipy
    scores the same sample, and the largest change of a column's score against the full window is recorded.
+3. **Shadow cost** — :func:`scoring.score_partition` end to end (registry look-ups, features, predictions, lake
+   writes) for the same day, with a ``shadow`` alias set (the champion's predictions and the shadow's, from one
+   feature build) against champion only (a copy of the same registry without the alias), interleaved. The shadow
+   is a newer version registered from the champion's files, so its predict costs what a same-kind candidate's
+   does. Goal: at most 2x the champion-only time.
 
 The champion is trained here (Jan-Feb 2013, the spec's candidates, two search trials) on a temp lake holding the
 whole validated year and a temp SQLite MLflow. Times are the best of interleaved repeats (robust to a busy
@@ -58,9 +63,13 @@ DRIFT_END = date(2013, 12, 31)
 DRIFT_SCALES = (("7 days", 7), ("30 days", 30), ("one year", 365))
 DRIFT_GOAL = "<= 60 s end to end (one daily monitor run)"
 MAX_DRIFT_S = 60.0
+SHADOW_GOAL = "<= 2.0x champion-only score_partition"
+MAX_SHADOW_RATIO = 2.0
+SHADOW_DAY, SHADOW_REPEATS = "2013-07-15", 10
 # --quick (smoke test): one small scale each, a lake of Jan-Mar only
 QUICK_SCORE_SCALES = (("one day", "2013-03-15", "2013-03-15", 3),)
 QUICK_DRIFT_SCALES = (("7 days", 7),)
+QUICK_SHADOW_DAY, QUICK_SHADOW_REPEATS = "2013-03-15", 3
 
 
 # -- setup ----------------------------------------------------------------------------------------------
@@ -184,6 +193,65 @@ def bench_scoring(
     return rows, figures, mismatches
 
 
+def bench_shadow(
+    spec: DatasetSpec, lake: Lake, uri: str, root: Path, day: str = SHADOW_DAY, repeats: int = SHADOW_REPEATS
+) -> tuple[dict, list[dict], list[str]]:
+    """``score_partition`` of one day with a shadow vs champion only (same lake, same day, interleaved)."""
+    import shutil
+
+    from mlflow import MlflowClient
+
+    from include.mlops import registry, tracking
+
+    plain = f"sqlite:///{root}/mlflow-champion-only.db"
+    shutil.copy(uri.removeprefix("sqlite:///"), plain.removeprefix("sqlite:///"))  # before the alias: none there
+    client = MlflowClient(uri, uri)
+    first = client.get_model_version(spec.name, client.get_model_version_by_alias(spec.name, "champion").version)
+    with tracking.using(uri):  # MLflow resolves a models:/m-... source with a default client
+        version = client.create_model_version(spec.name, first.source, run_id=first.run_id).version
+    registry.set_shadow(spec, version, reason="bench: shadow cost", tracking_uri=uri)
+    try:
+        sides = {
+            "champion_and_shadow": lambda: scoring.score_partition(spec, lake, day, tracking_uri=uri),
+            "champion_only": lambda: scoring.score_partition(spec, lake, day, tracking_uri=plain),
+        }
+        times = interleaved(sides, repeats)
+        with_shadow, alone = sides["champion_and_shadow"](), sides["champion_only"]()
+    finally:
+        registry.clear_shadow(spec, reason="bench done", tracking_uri=uri)
+    mismatches = []
+    if not (with_shadow["shadow"] or {}).get("written") or alone["shadow"] is not None:
+        mismatches.append(f"shadow cost: the shadow side did not write a shadow partition: {with_shadow['shadow']}")
+    else:
+        ours = scoring.read_shadow_predictions(spec, lake, version, day, day)["probability"].to_numpy()
+        if not np.array_equal(ours, scoring.read_predictions(spec, lake, day, day)["probability"].to_numpy()):
+            mismatches.append("shadow cost: the shadow (the champion's files) scored differently from the champion")
+    best = {k: min(v) for k, v in times.items()}
+    ratio = best["champion_and_shadow"] / best["champion_only"]
+    row = {
+        "day": day,
+        "rows": with_shadow["rows"],
+        "best_s": {k: round(v, 4) for k, v in best.items()},
+        "median_s": {k: round(statistics.median(v), 4) for k, v in times.items()},
+        "ratio": round(ratio, 3),
+        "repeats": repeats,
+    }
+    fig = figure(
+        f"score a day ({with_shadow['rows']:,} rows): score_partition champion + shadow vs champion only",
+        best["champion_and_shadow"],
+        "s",
+        best["champion_only"],
+        goal=SHADOW_GOAL,
+        met=ratio <= MAX_SHADOW_RATIO,
+    )
+    print(
+        f"  shadow cost {day}: champion + shadow {best['champion_and_shadow'] * 1e3:.0f} ms, champion only "
+        f"{best['champion_only'] * 1e3:.0f} ms: {ratio:.2f}x",
+        flush=True,
+    )
+    return row, [fig], mismatches
+
+
 def bench_drift(
     spec: DatasetSpec, lake: Lake, uri: str, workspace: str, scales: tuple = DRIFT_SCALES, end: date = DRIFT_END
 ) -> tuple[list[dict], list[dict], list[str]]:
@@ -270,6 +338,13 @@ def run(out: Path, quick: bool = False) -> int:
         champion = train_champion(spec, lake, uri, str(root / "artifacts"))
         print(f"champion v{champion} trained in {time.perf_counter() - t0:.1f} s", flush=True)
         score_rows, score_figures, m1 = bench_scoring(spec, lake, uri, QUICK_SCORE_SCALES if quick else SCORE_SCALES)
+        shadow_row, shadow_figures, m4 = bench_shadow(
+            spec,
+            lake,
+            uri,
+            root,
+            *((QUICK_SHADOW_DAY, QUICK_SHADOW_REPEATS) if quick else (SHADOW_DAY, SHADOW_REPEATS)),
+        )
         drift_rows, drift_figures, m2 = bench_drift(
             spec, lake, uri, str(root / "evidently"), QUICK_DRIFT_SCALES if quick else DRIFT_SCALES, last
         )
@@ -281,7 +356,7 @@ def run(out: Path, quick: bool = False) -> int:
         serve_figures, serve_details, m3 = serving.serve_and_measure(
             f"models:/{spec.name}@champion", uri, day.loc[[i]].reset_index(drop=True), root, quick, keyed
         )
-    mismatches = m1 + m2 + m3
+    mismatches = m1 + m2 + m3 + m4
     out.write_text(
         json.dumps(
             {
@@ -295,8 +370,8 @@ def run(out: Path, quick: bool = False) -> int:
                     "threads": training.compute_threads(),
                 },
                 "champion": champion,
-                "figures": score_figures + drift_figures + serve_figures,
-                "scales": {"scoring": score_rows, "drift": drift_rows, "serving": serve_details},
+                "figures": score_figures + shadow_figures + drift_figures + serve_figures,
+                "scales": {"scoring": score_rows, "shadow": shadow_row, "drift": drift_rows, "serving": serve_details},
                 "mismatches": mismatches,
             },
             indent=2,

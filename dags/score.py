@@ -9,8 +9,15 @@ queue behind one run, every day they name (the event's `partition`) is scored, e
 by the same code as training (`features.features_for_dates`), so scoring cannot skew from training.
 
 Each day lands in `predictions/<dataset>/date=…` of the lake: entity keys, `probability`, `prediction` (0/1
-at the version's tuned `threshold`) and `model_version`; outcomes are joined later by the monitor from the
-validated zone. A run then emits the `predictions/<dataset>` Asset event.
+at the version's tuned `threshold`), `model_version` and `role` (`champion`); outcomes are joined later by the
+monitor from the validated zone. A run then emits the `predictions/<dataset>` Asset event.
+
+**The shadow:** when the registered model has a `shadow` alias (a version newer than the champion, rejected or
+awaiting approval), the same feature rows are scored by it too, into `shadow/<dataset>/version=<v>/date=…`
+(same columns, `role` = `shadow`). Nothing is served from it and no Asset event names it: the monitor compares
+it with the champion on the labels. A kept day (below) still gets the shadow's rows when they are missing; a
+re-score never runs the shadow. A shadow that cannot be scored is logged (the day's log line names the shadow's
+result) and never fails the run.
 
 Before the first promotion there is no champion: a scheduled run is **skipped** with that reason (the days
 can be scored later by hand); a manual run with a `date` fails with it.

@@ -226,3 +226,39 @@ def test_reconcile_scores_validated_days_whose_event_was_lost(runs, lake, champi
     assert _asset_events("mlops://predictions/flights", dr) == [
         {"partitions": [f"date={d}" for d in june], "model_version": champion, "reconciled": True}
     ]
+
+
+def test_a_shadow_scores_beside_the_champion_in_the_score_run(airflow_db, lake, module_mlflow, champion, spec):
+    """With a ``shadow`` alias set through the registry, one flights_score run writes the day's predictions and,
+    from the same rows, the shadow's partition shadow/flights/version=<v>/date=…; the shadow is not announced."""
+    from mlflow import MlflowClient
+
+    from include.mlops import registry, tracking
+
+    day = "2013-01-23"
+    client = MlflowClient(module_mlflow, module_mlflow)
+    first = client.get_model_version("flights", champion)
+    with tracking.using(module_mlflow):  # a cheap shadow: the champion's files as a newer version
+        v = str(client.create_model_version("flights", first.source, run_id=first.run_id).version)
+    assert registry.set_shadow(spec, v, reason="e2e", tracking_uri=module_mlflow) is not None
+    y, m, d = map(int, day.split("-"))
+    try:
+        dr = (
+            dagbag()
+            .get_dag("flights_score")
+            .test(logical_date=datetime(y, m, d, 3, tzinfo=UTC), run_conf={"date": day})
+        )
+    finally:
+        registry.clear_shadow(spec, reason="e2e done", tracking_uri=module_mlflow)
+    assert state(dr) == "success"
+    served = lake.read_table("predictions", "flights", f"date={day}", "predictions")
+    theirs = lake.read_table("shadow", f"flights/version={v}", f"date={day}", "predictions")
+    assert len(theirs) == len(served) == lake.manifest("validated", "flights", f"date={day}").files["flights"].rows
+    assert (set(served["role"]), set(served["model_version"])) == ({"champion"}, {champion})
+    assert (set(theirs["role"]), set(theirs["model_version"])) == ({"shadow"}, {v})
+    manifest = lake.manifest("shadow", f"flights/version={v}", f"date={day}")
+    assert manifest.run_id == dr.run_id
+    assert manifest.extra["champion_version"] == champion
+    assert _asset_events("mlops://predictions/flights", dr) == [
+        {"partitions": [f"date={day}"], "model_version": champion}
+    ]
