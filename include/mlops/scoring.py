@@ -39,7 +39,7 @@ from include.mlops.config import DatasetSpec
 from include.mlops.training import SKOPS_TRUSTED_TYPES, compute_threads, default_tracking_uri
 
 if TYPE_CHECKING:
-    from include.mlops.storage import Lake
+    from include.mlops.storage import Lake, PartitionManifest
 
 CHAMPION = "champion"
 PREDICTIONS_TABLE = "predictions"
@@ -350,15 +350,7 @@ def score_partition(
     features = features_for_dates(lake, spec, day, day)
     out = score_frame(spec, model, features, role=None if rescore else CHAMPION)
     extra = _model_extra(model, validated.sha256)
-    manifest = lake.write_partition(
-        zone,
-        dataset,
-        partition,
-        {PREDICTIONS_TABLE: out},
-        source="scoring.score_partition",
-        run_id=run_id,
-        extra=extra,
-    )
+    manifest = _write_predictions(lake, zone, dataset, partition, out, run_id, extra)
     return where | {
         "written": True,
         "rows": len(out),
@@ -412,15 +404,7 @@ def _score_shadow(
             "champion_version": champion,  # the champion when the shadow scored
             "served_version": served_version,  # whose predictions/ partition these rows sit beside
         }
-        manifest = lake.write_partition(
-            SHADOW,
-            dataset,
-            partition,
-            {PREDICTIONS_TABLE: out},
-            source="scoring.score_partition",
-            run_id=run_id,
-            extra=extra,
-        )
+        manifest = _write_predictions(lake, SHADOW, dataset, partition, out, run_id, extra)
     except Exception as exc:  # a shadow must never fail or block the champion's scoring
         v = summary["model_version"]
         why = f"shadow {'v' + v if v else '(version unknown)'} not scored: {type(exc).__name__}: {exc}"
@@ -432,6 +416,15 @@ def _score_shadow(
         "written": True,
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _write_predictions(
+    lake: Lake, zone: str, dataset: str, partition: str, out: pd.DataFrame, run_id: str | None, extra: dict[str, Any]
+) -> PartitionManifest:
+    """Write one predictions table as a partition (its manifest: the run and the model, ``extra``)."""
+    return lake.write_partition(
+        zone, dataset, partition, {PREDICTIONS_TABLE: out}, source="scoring.score_partition", run_id=run_id, extra=extra
+    )
 
 
 def _model_extra(model: ScoringModel, validated_sha256: str) -> dict[str, Any]:
