@@ -544,3 +544,15 @@ def test_a_shadow_entry_left_running_is_settled_by_the_alias(spec, uri, client):
     R.set_shadow(spec, 4, reason="next", tracking_uri=uri)
     assert client.get_run(orphan.info.run_id).info.status == "FAILED"
     assert [(e.action, e.version) for e in R.history(spec, uri)] == [("promote", "1"), ("shadow", "4")]
+
+
+def test_a_rollback_to_a_version_newer_than_the_shadow_ends_it(spec, uri, client):
+    R.promote(spec, 1, reason="first", tracking_uri=uri)
+    R.promote(spec, 4, reason="fourth", tracking_uri=uri)
+    R.rollback(spec, reason="v4 misbehaves", tracking_uri=uri)
+    R.set_shadow(spec, 3, reason="candidate", tracking_uri=uri)
+    R.rollback(spec, 4, reason="v4 was fine after all", tracking_uri=uri)
+    assert (champion(client), shadow(client)) == ("4", None)
+    assert client.get_model_version("flights", "3").tags["shadow.end_reason"] == (
+        "rollback: v4, a newer version, became champion"
+    )
