@@ -41,6 +41,7 @@ nav a { margin-right: .8rem; } nav a.current { font-weight: 600; text-decoration
 .info { background: #0969da; } .warn, .rollback { background: #d4700a; } .promote { background: #1a7f37; }
 .reject, .external { background: #cf222e; } .none { background: #8b949e; }
 .badge.shadow { background: #0e8a7e; } .badge.unshadow { background: #8b949e; }
+.comparison { border-top: 1px solid #d0d7de; margin-top: .6rem; padding-top: .2rem; }
 table { border-collapse: collapse; margin: .4rem 0; font-size: .9rem; }
 th, td { border: 1px solid #d0d7de; padding: .25rem .6rem; text-align: left; vertical-align: top; }
 th { background: #f6f8fa; }
@@ -163,7 +164,7 @@ def line_chart(
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{height - bottom}" stroke="{colour}" '
             f'stroke-width="2" opacity=".6"><title>{_E(tip)}</title></line>'
         )
-    lx = left + 8 + len(title) * 7.2
+    lx = left + 8 + len(title) * 8.0  # the bold title is wider than 7 px a character
     for label, vals, colour, dash, *more in series:
         tips = more[0] if more else [None] * len(vals)
         segments: list[list[str]] = [[]]
@@ -225,7 +226,7 @@ def charts(health: Mapping[str, Any]) -> str:
                 "ROC AUC (delayed labels)",
                 days,
                 [
-                    ("recent", col("roc_auc"), COLORS["blue"], ""),
+                    ("champion, recent", col("roc_auc"), COLORS["blue"], ""),
                     ("champion at training", base_auc, COLORS["grey"], "4 3"),
                     ("trigger", _minus(base_auc, th["max_roc_auc_drop"]), COLORS["red"], "2 3"),
                     *_shadow_series(points, "window_roc_auc", "roc_auc"),
@@ -236,7 +237,7 @@ def charts(health: Mapping[str, Any]) -> str:
                 "Brier score (delayed labels)",
                 days,
                 [
-                    ("recent", col("brier"), COLORS["blue"], ""),
+                    ("champion, recent", col("brier"), COLORS["blue"], ""),
                     ("champion at training", base_brier, COLORS["grey"], "4 3"),
                     ("trigger", _minus(base_brier, -th["max_brier_rise"]), COLORS["red"], "2 3"),
                     *_shadow_series(points, "window_brier", "brier"),
@@ -296,11 +297,13 @@ def _model_card(
     same_as: str | None = None,
     *,
     same_note: str = "the champion itself: no open challenger",
+    note: str = "",
     extra: str = "",
     empty: str = "none",
 ) -> str:
-    """A registered version's card (``extra``: more HTML inside it); ``empty`` when there is none, a short card
-    saying ``same_note`` when it is version ``same_as`` (one version, one full card)."""
+    """A registered version's card (``note``: a line of HTML under its header, ``extra``: HTML at its end);
+    ``empty`` when there is none, a short card saying ``same_note`` when it is version ``same_as`` (one version,
+    one full card)."""
     if not m:
         role = _E(title.lower())
         return f'<div class="card" data-role="{role}"><h3>{_E(title)}</h3><p class="muted">{_E(empty)}</p></div>'
@@ -309,7 +312,8 @@ def _model_card(
             f'<div class="card" data-role="{_E(title.lower())}"><h3>{_E(title)}: '
             f'<span class="version">v{_E(str(m["version"]))}</span></h3>'
             f'<p class="muted">{_E(same_note)}</p>'
-            f"<div>{_a(urls.model_card(dataset, m['version']), 'model card')}</div>{extra}</div>"
+            + (f'<div class="small">{note}</div>' if note else "")
+            + f"<div>{_a(urls.model_card(dataset, m['version']), 'model card')}</div>{extra}</div>"
         )
     tags, metrics = m.get("tags") or {}, m.get("metrics") or {}
     gate_rel = tags.get("gate.report_path") or f"reports/gate/{dataset}/v{m['version']}/gate.html"
@@ -335,6 +339,7 @@ def _model_card(
         f"{_E(tags.get('candidate', '?'))} · features {_E(tags.get('feature_version', '?')[:12])}"
         + (f" · data {_E(tags['window_start'])} .. {_E(tags['window_end'])}" if tags.get("window_end") else "")
         + (f"<br>trained: {_E(tags['trained_because'])}" if tags.get("trained_because") else "")
+        + (f"<br>{note}" if note else "")
         + "</div>"
         f"<p>gate: {_badge(tags.get('gate.decision'))}</p><table>{rows}</table><div>{links}</div>{extra}</div>"
     )
@@ -350,10 +355,10 @@ def _shadow_card(health: Mapping[str, Any], urls: PublicUrls) -> str:
     card = {"same_as": (health.get("challenger") or {}).get("version"), "same_note": "the challenger above"}
     tags = m.get("tags") or {}
     since = (c or {}).get("since") or (tags.get("shadow.since") or "")[:10] or "?"
-    head = f"shadow since {_E(since)}" + (f" · {_E(tags['shadow.reason'])}" if tags.get("shadow.reason") else "")
+    note = f"shadow since {_E(since)}" + (f": {_E(tags['shadow.reason'])}" if tags.get("shadow.reason") else "")
     if not c:
-        extra = f'<div class="small">{head}</div><p class="muted small">not compared with the champion yet</p>'
-        return _model_card("Shadow", m, health["dataset"], urls, **card, extra=extra)
+        extra = '<div class="comparison"><p class="muted small">not compared with the champion yet</p></div>'
+        return _model_card("Shadow", m, health["dataset"], urls, **card, note=note, extra=extra)
     window = c.get("window") or ["?", "?"]
     rows = _count(c.get("rows"))
     champion = f"champion v{c.get('champion_version')}"
@@ -386,12 +391,12 @@ def _shadow_card(health: Mapping[str, Any], urls: PublicUrls) -> str:
         else ""
     )
     extra = (
-        f'<div class="small">{head}</div>'
-        f'<div class="comparison"><p class="small">compared {_E(c["day"])} on {rows} labelled rows of '
+        f'<div class="comparison"><p class="small"><b>vs the champion on live labels</b>: compared {_E(c["day"])} on '
+        f"{rows} labelled rows of "
         f"{_E(str(window[0]))} .. {_E(str(window[-1]))}</p>{table}<p class='small'>{gains}</p>"
         f'<p><span title="{_E(c.get("detail") or "")}">{_verdict(c.get("verdict"))}</span>{proposal}</p>{check}</div>'
     )
-    return _model_card("Shadow", m, health["dataset"], urls, **card, extra=extra)
+    return _model_card("Shadow", m, health["dataset"], urls, **card, note=note, extra=extra)
 
 
 def _gate(health: Mapping[str, Any], urls: PublicUrls) -> str:

@@ -507,7 +507,7 @@ def test_shadow_card_shows_the_comparison_the_bars_the_verdict_and_the_proposal(
     card = _shadow_card(render_page(h, ["flights"], URLS))
     assert 'Shadow: <span class="version">v7</span>' in card
     assert 'href="http://airflow:8080/mlops/card/flights/7"' in card  # its model card
-    assert "shadow since 2013-04-01 · rejected on a noisy test week" in card
+    assert "shadow since 2013-04-01: rejected on a noisy test week" in card
     assert "compared 2013-04-22 on 12,034 labelled rows of 2013-03-25 .. 2013-04-14" in card
     assert "<th>shadow v7</th><th>champion v3</th>" in card
     assert "<th>ROC AUC</th><td>0.711</td><td>0.684</td>" in card
@@ -579,3 +579,19 @@ def test_shadow_values_are_escaped(spec, shadow_lake, registry_with):
     assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") > 10
     assert evil not in page  # ... escaped everywhere
     assert page.count("<script>") == 1
+
+
+def test_history_shows_shadow_entries_with_the_champion_kept():
+    from include.mlops.health_html import CSS, render_page
+
+    def entry(seq, action, version):  # registry.set_shadow / clear_shadow: from = to = the champion
+        return {"seq": seq, "action": action, "version": version, "from_version": "3", "to_version": "3",
+                "when": "2013-04-01T00:00:00+00:00", "reason": "r", "dag_run": None, "approver": None,
+                "run_id": "a"}  # fmt: skip
+
+    page = render_page(_health(history=[entry(1, "shadow", "7"), entry(2, "unshadow", "7")]), ["flights"], URLS)
+    history = page[page.index('<table id="history">') :]
+    assert '<span class="badge shadow">shadow</span>' in history
+    assert '<span class="badge unshadow">unshadow</span>' in history
+    assert history.count("stays v3") == 2
+    assert ".badge.shadow {" in CSS  # a coloured badge: the badge text is white
