@@ -7,8 +7,9 @@
 - :func:`sign_report` / :func:`check_signature` — the capability URLs reports are served under: an HMAC over the
   report's folder (:func:`report_scope`) and an expiry, so a report page (served sandboxed, without the Airflow
   session: docs/security.md) can load its assets and follow its links inside that folder and nowhere else.
-- :func:`model_health` — everything the "Model health" view shows for one dataset: champion and challenger, the
-  last gate decision with its checks, the promotion history, monitoring over time and every report.
+- :func:`model_health` — everything the "Model health" view shows for one dataset: champion, challenger and shadow
+  (with its latest comparison against the champion on live labels), the last gate decision with its checks, the
+  promotion history, monitoring over time and every report.
 
 Public URLs come from the environment: ``MLOPS_MLFLOW_PUBLIC_URL`` (default ``http://localhost:5000``, the MLflow
 UI of ``make up``) and ``MLOPS_AIRFLOW_PUBLIC_URL`` (default: Airflow's ``[api] base_url``, else links relative
@@ -366,11 +367,37 @@ def monitoring_series(spec: DatasetSpec, lake: Lake) -> list[dict[str, Any]]:
                 "html": f"{rel}/drift.html" if lake.exists(f"{rel}/drift.html") else None,
                 "decision": None
                 if decision is None
-                else {k: decision.get(k) for k in ("retrain", "alert", "triggers", "blocked_by", "reasons")},
+                else {
+                    k: decision.get(k)
+                    for k in ("retrain", "alert", "triggers", "blocked_by", "reasons", "propose_shadow")
+                },
                 "decision_json": f"{monitoring.decisions_dir(spec)}/{day}.json" if decision else None,
             }
         )
     return points
+
+
+def shadow_comparison(series: Sequence[Mapping[str, Any]], version: str | None) -> dict[str, Any] | None:
+    """The latest comparison of shadow ``version`` with the champion (``metrics.shadow`` of the monitoring points,
+    plus ``day`` and ``champion_version``) and ``proposed_on``: the days its decision proposed its promotion. None
+    when there is no shadow or it has not been compared yet."""
+    if version is None:
+        return None
+    version = str(version)
+
+    def of_version(p: Mapping[str, Any]) -> bool:
+        s = p["metrics"].get("shadow")
+        return isinstance(s, Mapping) and str(s.get("version")) == version
+
+    compared = [p for p in series if of_version(p)]
+    if not compared:
+        return None
+    last = compared[-1]
+    return dict(last["metrics"]["shadow"]) | {
+        "day": last["day"],
+        "champion_version": last.get("model_version"),
+        "proposed_on": [p["day"] for p in series if str((p.get("decision") or {}).get("propose_shadow")) == version],
+    }
 
 
 def data_docs(spec: DatasetSpec, lake: Lake) -> list[dict[str, Any]]:
@@ -427,11 +454,14 @@ def model_health(spec: DatasetSpec, lake: Lake, tracking_uri: str | None = None)
     if err:
         errors["features"] = err
     current = current or {}
+    shadow = current.get("shadow")
     return {
         "dataset": spec.name,
         "description": spec.description,
         "champion": current.get("champion"),
         "challenger": current.get("challenger"),
+        "shadow": shadow,
+        "shadow_comparison": shadow_comparison(series or [], (shadow or {}).get("version")),
         "last_gate": (gates or [None])[0],
         "gate_reports": [{k: g[k] for k in ("version", "html", "json")} | _gate_summary(g) for g in gates or []],
         "history": [e.as_dict() for e in history or []],

@@ -16,7 +16,17 @@ from typing import Any
 from include.mlops.health import PublicUrls
 
 _E = html.escape
-COLORS = {"blue": "#1f6feb", "grey": "#8b949e", "red": "#cf222e", "orange": "#d4700a", "purple": "#8250df"}
+COLORS = {
+    "blue": "#1f6feb",
+    "grey": "#8b949e",
+    "red": "#cf222e",
+    "orange": "#d4700a",
+    "purple": "#8250df",
+    "teal": "#0e8a7e",
+}
+SHADOW_DASH = "7 3"
+# A verdict of the shadow-vs-champion comparison (monitor.json ``metrics.shadow.verdict``) → badge class.
+SHADOW_VERDICT_CLASS = {"better": "pass", "not better": "none", "too few rows": "skip"}
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.2rem 1.6rem; color: #1f2328; }
@@ -30,6 +40,8 @@ nav a { margin-right: .8rem; } nav a.current { font-weight: 600; text-decoration
 .pass, .passed { background: #1a7f37; } .fail, .rejected { background: #cf222e; } .skip { background: #8b949e; }
 .info { background: #0969da; } .warn, .rollback { background: #d4700a; } .promote { background: #1a7f37; }
 .reject, .external { background: #cf222e; } .none { background: #8b949e; }
+.badge.shadow { background: #0e8a7e; } .badge.unshadow { background: #8b949e; }
+.comparison { border-top: 1px solid #d0d7de; margin-top: .6rem; padding-top: .2rem; }
 table { border-collapse: collapse; margin: .4rem 0; font-size: .9rem; }
 th, td { border: 1px solid #d0d7de; padding: .25rem .6rem; text-align: left; vertical-align: top; }
 th { background: #f6f8fa; }
@@ -70,20 +82,53 @@ def _badge(text: str | None) -> str:
     return f'<span class="badge {_E(t)}">{_E(t)}</span>'
 
 
+def _num(v: Any) -> float | None:
+    """A plotted value: a finite number, else None (a gap)."""
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _signed(v: Any, digits: int = 3) -> str:
+    return f"{v:+.{digits}f}" if _num(v) is not None else "–"
+
+
+def _count(n: Any) -> str:
+    """``12,034`` for a whole number, ``?`` otherwise."""
+    return f"{n:,}" if isinstance(n, int) and not isinstance(n, bool) else "?"
+
+
+def _interval(iv: Any) -> str:
+    """``[+0.011, +0.025]`` for a two-number interval, "" otherwise."""
+    if isinstance(iv, Sequence) and not isinstance(iv, str) and len(iv) == 2:
+        return f"[{_signed(iv[0])}, {_signed(iv[1])}]"
+    return ""
+
+
+def _verdict(verdict: Any) -> str:
+    """The badge of a shadow-vs-champion verdict."""
+    text = str(verdict) if verdict else "not compared"
+    return f'<span class="badge {SHADOW_VERDICT_CLASS.get(text, "none")}">{_E(text)}</span>'
+
+
+Series = (
+    tuple[str, Sequence[float | None], str, str] | tuple[str, Sequence[float | None], str, str, Sequence[str | None]]
+)
+
+
 def line_chart(
     title: str,
     days: Sequence[str],
-    series: Sequence[tuple[str, Sequence[float | None], str, str]],
+    series: Sequence[Series],
     *,
     markers: Sequence[tuple[str, str, str]] = (),
     width: int = 920,
     height: int = 200,
 ) -> str:
-    """An SVG line chart over days. ``series``: (label, values, colour, dash) with None for gaps;
-    ``markers``: (day, colour, tooltip) drawn as vertical lines (e.g. retrain requests)."""
+    """An SVG line chart over days. ``series``: (label, values, colour, dash[, tips]) with None for gaps; points are
+    drawn for solid series and for those with ``tips`` (a tooltip per point); ``markers``: (day, colour, tooltip)
+    drawn as vertical lines (e.g. retrain requests)."""
     left, right, top, bottom = 56, 16, 28, 26
     xs = [date.fromisoformat(d).toordinal() for d in days]
-    values = [v for _, vals, _, _ in series for v in vals if v is not None and math.isfinite(v)]
+    values = [v for _, vals, *_ in series for v in vals if v is not None and math.isfinite(v)]
     if not xs or not values:
         return f'<p class="muted small">{_E(title)}: no data yet.</p>'
     x0, x1 = min(xs), max(xs)
@@ -119,18 +164,19 @@ def line_chart(
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{height - bottom}" stroke="{colour}" '
             f'stroke-width="2" opacity=".6"><title>{_E(tip)}</title></line>'
         )
-    lx = left + 8 + len(title) * 7.2
-    for label, vals, colour, dash in series:
+    lx = left + 8 + len(title) * 8.0  # the bold title is wider than 7 px a character
+    for label, vals, colour, dash, *more in series:
+        tips = more[0] if more else [None] * len(vals)
         segments: list[list[str]] = [[]]
-        for x, v in zip(xs, vals, strict=True):
+        for x, v, tip in zip(xs, vals, tips, strict=True):
             if v is None or not math.isfinite(v):
                 segments.append([])
                 continue
             segments[-1].append(f"{px(x):.1f},{py(v):.1f}")
-            if not dash:
+            if not dash or more:
                 out.append(
                     f'<circle cx="{px(x):.1f}" cy="{py(v):.1f}" r="2.5" fill="{colour}">'
-                    f"<title>{_E(label)} {date.fromordinal(x)}: {v:.4f}</title></circle>"
+                    f"<title>{_E(tip or f'{label} {date.fromordinal(x)}: {v:.4f}')}</title></circle>"
                 )
         for seg in segments:
             if len(seg) > 1:
@@ -160,11 +206,7 @@ def charts(health: Mapping[str, Any]) -> str:
     th = health["thresholds"]
 
     def col(key: str) -> list[float | None]:
-        out = []
-        for p in points:
-            v = p["metrics"].get(key)
-            out.append(float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None)
-        return out
+        return [_num(p["metrics"].get(key)) for p in points]
 
     markers = []
     for p in points:
@@ -173,6 +215,10 @@ def charts(health: Mapping[str, Any]) -> str:
             markers.append((p["day"], COLORS["red"], f"{p['day']}: retrain requested ({', '.join(d['triggers'])})"))
         elif d.get("alert"):
             markers.append((p["day"], COLORS["orange"], f"{p['day']}: alert, {d.get('blocked_by')}"))
+        if d.get("propose_shadow"):
+            markers.append(
+                (p["day"], COLORS["teal"], f"{p['day']}: shadow v{d['propose_shadow']} proposed its promotion")
+            )
     base_auc, base_brier = col("baseline_roc_auc"), col("baseline_brier")
     return "\n".join(
         [
@@ -180,9 +226,10 @@ def charts(health: Mapping[str, Any]) -> str:
                 "ROC AUC (delayed labels)",
                 days,
                 [
-                    ("recent", col("roc_auc"), COLORS["blue"], ""),
+                    ("champion, recent", col("roc_auc"), COLORS["blue"], ""),
                     ("champion at training", base_auc, COLORS["grey"], "4 3"),
                     ("trigger", _minus(base_auc, th["max_roc_auc_drop"]), COLORS["red"], "2 3"),
+                    *_shadow_series(points, "window_roc_auc", "roc_auc"),
                 ],
                 markers=markers,
             ),
@@ -190,9 +237,10 @@ def charts(health: Mapping[str, Any]) -> str:
                 "Brier score (delayed labels)",
                 days,
                 [
-                    ("recent", col("brier"), COLORS["blue"], ""),
+                    ("champion, recent", col("brier"), COLORS["blue"], ""),
                     ("champion at training", base_brier, COLORS["grey"], "4 3"),
                     ("trigger", _minus(base_brier, -th["max_brier_rise"]), COLORS["red"], "2 3"),
+                    *_shadow_series(points, "window_brier", "brier"),
                 ],
                 markers=markers,
             ),
@@ -212,16 +260,60 @@ def charts(health: Mapping[str, Any]) -> str:
     )
 
 
+def _shadow_series(points: Sequence[Mapping[str, Any]], key: str, champion_key: str) -> list[Series]:
+    """The shadow's ``key`` on each day's monitored window (the rows of the champion's ``champion_key``), as one
+    series labelled with the shadow versions seen, a tooltip per point; none when no shadow was ever compared."""
+    values: list[float | None] = []
+    tips: list[str | None] = []
+    versions: list[str] = []
+    for p in points:
+        s = p["metrics"].get("shadow")
+        v = _num(s.get(key)) if isinstance(s, Mapping) else None
+        values.append(v)
+        tips.append(None)
+        if v is None:
+            continue
+        version = str(s.get("version"))
+        if version not in versions:
+            versions.append(version)
+        champion = _fmt(_num(p["metrics"].get(champion_key)), 4)
+        tips[-1] = (
+            f"shadow v{version} {p['day']}: {v:.4f} (champion v{p.get('model_version')}: {champion}; "
+            f"{s.get('verdict') or 'no verdict'})"
+        )
+    if not versions:
+        return []
+    shown = ", ".join(f"v{v}" for v in versions)
+    if len(versions) > 4:
+        shown = f"v{versions[0]} … v{versions[-1]}"
+    return [(f"shadow {shown}", values, COLORS["teal"], SHADOW_DASH, tips)]
+
+
 def _model_card(
-    title: str, m: Mapping[str, Any] | None, dataset: str, urls: PublicUrls, same_as: str | None = None
+    title: str,
+    m: Mapping[str, Any] | None,
+    dataset: str,
+    urls: PublicUrls,
+    same_as: str | None = None,
+    *,
+    same_note: str = "the champion itself: no open challenger",
+    note: str = "",
+    extra: str = "",
+    empty: str = "none",
 ) -> str:
+    """A registered version's card (``note``: a line of HTML under its header, ``extra``: HTML at its end);
+    ``empty`` when there is none, a short card saying ``same_note`` when it is version ``same_as`` (one version,
+    one full card)."""
     if not m:
-        return f'<div class="card"><h3>{_E(title)}</h3><p class="muted">none</p></div>'
-    if same_as and m.get("version") == same_as:  # the promoted challenger: one version, one card
+        role = _E(title.lower())
+        return f'<div class="card" data-role="{role}"><h3>{_E(title)}</h3><p class="muted">{_E(empty)}</p></div>'
+    if same_as and m.get("version") == same_as:  # e.g. the promoted challenger: one version, one card
         return (
             f'<div class="card" data-role="{_E(title.lower())}"><h3>{_E(title)}: '
             f'<span class="version">v{_E(str(m["version"]))}</span></h3>'
-            f'<p class="muted">the champion itself: no open challenger</p></div>'
+            f'<p class="muted">{_E(same_note)}</p>'
+            + (f'<div class="small">{note}</div>' if note else "")
+            + f"<div>{_a(urls.model_card(dataset, m['version']), 'model card')}</div>{extra}</div>"
         )
     tags, metrics = m.get("tags") or {}, m.get("metrics") or {}
     gate_rel = tags.get("gate.report_path") or f"reports/gate/{dataset}/v{m['version']}/gate.html"
@@ -247,9 +339,64 @@ def _model_card(
         f"{_E(tags.get('candidate', '?'))} · features {_E(tags.get('feature_version', '?')[:12])}"
         + (f" · data {_E(tags['window_start'])} .. {_E(tags['window_end'])}" if tags.get("window_end") else "")
         + (f"<br>trained: {_E(tags['trained_because'])}" if tags.get("trained_because") else "")
+        + (f"<br>{note}" if note else "")
         + "</div>"
-        f"<p>gate: {_badge(tags.get('gate.decision'))}</p><table>{rows}</table><div>{links}</div></div>"
+        f"<p>gate: {_badge(tags.get('gate.decision'))}</p><table>{rows}</table><div>{links}</div>{extra}</div>"
     )
+
+
+def _shadow_card(health: Mapping[str, Any], urls: PublicUrls) -> str:
+    """The shadow's card: its version card plus since when, why, and its latest comparison with the champion on
+    live labels (both models' figures on the same rows, the gain with its interval against the bar, the verdict,
+    and when it proposed its promotion)."""
+    m, c = health.get("shadow"), health.get("shadow_comparison")
+    if not m:
+        return _model_card("Shadow", None, health["dataset"], urls, empty="no shadow")
+    card = {"same_as": (health.get("challenger") or {}).get("version"), "same_note": "the challenger above"}
+    tags = m.get("tags") or {}
+    since = (c or {}).get("since") or (tags.get("shadow.since") or "")[:10] or "?"
+    note = f"shadow since {_E(since)}" + (f": {_E(tags['shadow.reason'])}" if tags.get("shadow.reason") else "")
+    if not c:
+        extra = '<div class="comparison"><p class="muted small">not compared with the champion yet</p></div>'
+        return _model_card("Shadow", m, health["dataset"], urls, **card, note=note, extra=extra)
+    window = c.get("window") or ["?", "?"]
+    rows = _count(c.get("rows"))
+    champion = f"champion v{c.get('champion_version')}"
+    table = (
+        f"<table><tr><th></th><th>shadow v{_E(str(m['version']))}</th><th>{_E(champion)}</th></tr>"
+        + "".join(
+            f"<tr><th>{name}</th><td>{_fmt(_num(c.get(k)))}</td><td>{_fmt(_num(c.get('champion_' + k)))}</td></tr>"
+            for name, k in (("ROC AUC", "roc_auc"), ("Brier", "brier"))
+        )
+        + "</table>"
+    )
+    gains = (
+        f"ROC AUC gain <b>{_signed(c.get('auc_gain'))}</b> {_interval(c.get('auc_gain_interval'))} "
+        f"(needs ≥ {_signed(c.get('min_gain'))})<br>"
+        f"Brier change <b>{_signed(c.get('brier_change'))}</b> {_interval(c.get('brier_change_interval'))} "
+        f"(needs ≤ {_signed(c.get('max_brier_rise'))})"
+    )
+    proposed = c.get("proposed_on") or []
+    proposal = (
+        f' · <b class="proposal">proposed its promotion on {_E(proposed[-1])}</b>'
+        + (f" ({len(proposed)} times since {_E(proposed[0])})" if len(proposed) > 1 else "")
+        if proposed
+        else ""
+    )
+    stored = c.get("stored") or {}
+    check = (
+        f"<div class='small muted'>stored shadow scores re-checked: {_E(_fmt(stored.get('days')))} days, "
+        f"{_E(_count(stored.get('compared_rows')))} rows, max |Δ| {_E(_fmt(_num(stored.get('max_abs_diff')), 4))}</div>"
+        if stored
+        else ""
+    )
+    extra = (
+        f'<div class="comparison"><p class="small"><b>vs the champion on live labels</b>: compared {_E(c["day"])} on '
+        f"{rows} labelled rows of "
+        f"{_E(str(window[0]))} .. {_E(str(window[-1]))}</p>{table}<p class='small'>{gains}</p>"
+        f'<p><span title="{_E(c.get("detail") or "")}">{_verdict(c.get("verdict"))}</span>{proposal}</p>{check}</div>'
+    )
+    return _model_card("Shadow", m, health["dataset"], urls, **card, note=note, extra=extra)
 
 
 def _gate(health: Mapping[str, Any], urls: PublicUrls) -> str:
@@ -344,6 +491,7 @@ def _monitoring_table(health: Mapping[str, Any], urls: PublicUrls) -> str:
                 f"<td>{_E(_fmt(m.get(k)))}</td>"
                 for k in ("roc_auc", "brier", "prediction_drift", "weighted_drift", "drift_share")
             )
+            + f"<td>{_shadow_cell(m.get('shadow'), d.get('propose_shadow'))}</td>"
             + f"<td>{verdict}<div class='small'>{_E(' | '.join(d.get('reasons') or []))}</div></td>"
             + f"<td>{links}</td></tr>"
         )
@@ -352,10 +500,24 @@ def _monitoring_table(health: Mapping[str, Any], urls: PublicUrls) -> str:
     return (
         '<details open><summary>Monitoring runs and decisions</summary><table id="monitoring">'
         "<tr><th>day</th><th>model</th><th>ROC AUC</th><th>Brier</th><th>prediction drift</th>"
-        "<th>weighted drift</th><th>drift share</th><th>decision</th><th>reports</th></tr>"
+        "<th>weighted drift</th><th>drift share</th><th>shadow vs champion</th><th>decision</th><th>reports</th></tr>"
         + "".join(rows)
         + "</table></details>"
     )
+
+
+def _shadow_cell(s: Any, proposed: Any) -> str:
+    """A monitoring day's shadow comparison: version, verdict, ROC AUC gain with its interval (the monitor's
+    detail as tooltip), and the promotion it proposed."""
+    if not isinstance(s, Mapping):
+        return '<span class="muted">–</span>'
+    out = (
+        f'<span title="{_E(s.get("detail") or "")}">v{_E(str(s.get("version")))} {_verdict(s.get("verdict"))}</span>'
+        f"<div class='small'>ROC AUC {_signed(s.get('auc_gain'))} {_interval(s.get('auc_gain_interval'))}</div>"
+    )
+    if proposed:
+        out += f'<div class="small"><b>proposed v{_E(str(proposed))}\'s promotion</b></div>'
+    return out
 
 
 def _reports(health: Mapping[str, Any], urls: PublicUrls) -> str:
@@ -440,15 +602,17 @@ def render_page(health: Mapping[str, Any], datasets: Sequence[str], urls: Public
 <h1>Model health: {_E(ds)}</h1>
 <p class="muted small">{_E(health.get("description") or "")}</p>
 {err_html}
-<h2>Champion and challenger</h2>
+<h2>Champion, challenger and shadow</h2>
 <div class="cards">{_model_card("Champion", health.get("champion"), ds, urls)}
-{_model_card("Challenger", health.get("challenger"), ds, urls, (health.get("champion") or {}).get("version"))}</div>
+{_model_card("Challenger", health.get("challenger"), ds, urls, (health.get("champion") or {}).get("version"))}
+{_shadow_card(health, urls)}</div>
 <h2>Last gate decision</h2>
 {_gate(health, urls)}
 <h2>Promotion history</h2>
 {_history(health, urls)}
 <h2>Drift and performance over time</h2>
-<p class="small muted">Retrain requests are marked red, alerts that were debounced or blocked orange.
+<p class="small muted">Retrain requests are marked red, alerts that were debounced or blocked orange, a shadow's
+promotion proposal teal; the teal dashed line is the shadow on the same rows as the champion.
 The drifted-column share is recorded but never triggers a retrain (a week of seasonal data always "drifts").</p>
 {charts(health)}
 {_monitoring_table(health, urls)}

@@ -367,3 +367,231 @@ def test_plugin_module_is_cheap_to_import():
 )
 def test_only_browser_navigations_are_sent_to_the_login_page(accept, browser):
     assert health.wants_html(accept) is browser
+
+
+# -- the shadow challenger --------------------------------------------------------------------------------
+DAYS = ("2013-04-01", "2013-04-08", "2013-04-15", "2013-04-22", "2013-04-29")
+
+
+def _shadow(version, verdict, auc, brier, **over):
+    """``metrics.shadow`` of monitor.json as the monitor writes it."""
+    gain = round(auc - 0.684, 3)
+    return {
+        "version": version, "since": "2013-04-01", "window": ["2013-03-25", "2013-04-14"], "rows": 12034,
+        "roc_auc": auc + 0.001, "champion_roc_auc": 0.684, "brier": brier, "champion_brier": 0.158,
+        "auc_gain": gain, "auc_gain_interval": [gain - 0.007, gain + 0.007],
+        "brier_change": -0.007, "brier_change_interval": [-0.010, -0.004],
+        "window_roc_auc": auc, "window_brier": brier, "verdict": verdict,
+        "detail": f"v{version} vs champion v3: ROC AUC {gain:+.3f}", "min_gain": 0.01, "max_brier_rise": 0.01,
+        "stored": {"days": 7, "compared_rows": 5800, "max_abs_diff": 0.0},
+    } | over  # fmt: skip
+
+
+# Day by day: no shadow yet, v6 not better, no comparison (a gap), v7 better and proposed, v7 again.
+SHADOWS = (
+    None,
+    _shadow("6", "not better", 0.690, 0.157),
+    None,
+    _shadow("7", "better", 0.710, 0.149),
+    _shadow("7", "not better", 0.695, 0.152, window=["2013-04-08", "2013-04-28"], rows=9876),
+)
+PROPOSED = {"2013-04-22": "7"}
+
+
+@pytest.fixture
+def shadow_lake(tmp_path, spec):
+    """A lake with five monitored days following the monitor's contract: monitor.json and the recorded decision."""
+    from include.mlops import monitoring
+
+    lake = Lake(str(tmp_path / "lake"))
+    for day, shadow in zip(DAYS, SHADOWS, strict=True):
+        metrics = {"roc_auc": 0.684, "baseline_roc_auc": 0.70, "brier": 0.158, "baseline_brier": 0.15,
+                   "prediction_drift": 0.05, "weighted_drift": 0.1, "drift_share": 0.6, "shadow": shadow}  # fmt: skip
+        lake.write_json(f"{monitoring.report_dir(spec, day)}/monitor.json", {"model_version": "3", "metrics": metrics})
+        decision = {"day": day, "retrain": False, "alert": False, "triggers": [], "blocked_by": None,
+                    "reasons": [], "propose_shadow": PROPOSED.get(day)}  # fmt: skip
+        lake.write_json(f"{monitoring.decisions_dir(spec)}/{day}.json", decision)
+    return lake
+
+
+def _version(v, **tags):
+    return {"version": v, "run_id": f"r{v}", "created": "2026-12-05T00:00:00+00:00",
+            "tags": {"gate.decision": "rejected", **tags}, "metrics": {"test_roc_auc": 0.7}}  # fmt: skip
+
+
+@pytest.fixture
+def registry_with(monkeypatch):
+    """``registry.current`` answering with the given champion / challenger / shadow (no MLflow)."""
+    from include.mlops import feature_store, registry
+
+    def use(**current):
+        monkeypatch.setattr(registry, "current", lambda spec, uri=None: {"champion": _version("3")} | current)
+        monkeypatch.setattr(registry, "history", lambda spec, uri=None: [])
+        monkeypatch.setattr(feature_store, "catalog", lambda spec, lake, uri=None: None)
+
+    return use
+
+
+def test_monitoring_series_carries_the_shadow_comparison_and_the_proposal(shadow_lake, spec):
+    points = health.monitoring_series(spec, shadow_lake)
+    assert [p["day"] for p in points] == list(DAYS)
+    assert [p["metrics"]["shadow"] for p in points] == list(SHADOWS)
+    assert [p["decision"]["propose_shadow"] for p in points] == [None, None, None, "7", None]
+
+
+def test_model_health_shows_the_shadow_and_its_latest_comparison(shadow_lake, spec, registry_with):
+    registry_with(shadow=_version("7", **{"shadow.since": "2026-12-05T01:00:00+00:00"}))
+    h = health.model_health(spec, shadow_lake)
+    assert h["errors"] == {}
+    assert h["shadow"]["version"] == "7"
+    c = h["shadow_comparison"]
+    assert (c["day"], c["verdict"], c["rows"], c["champion_version"]) == ("2013-04-29", "not better", 9876, "3")
+    assert c["proposed_on"] == ["2013-04-22"]
+    # v6 was compared, but is not the shadow any more; a shadow not compared yet has no comparison
+    assert health.shadow_comparison(h["monitoring"], "6")["day"] == "2013-04-08"
+    assert health.shadow_comparison(h["monitoring"], "8") is None
+    registry_with()
+    h = health.model_health(spec, shadow_lake)
+    assert (h["shadow"], h["shadow_comparison"]) == (None, None)
+
+
+def _chart(page, title):
+    start = page.index(f'aria-label="{title}"')
+    return page[start : page.index("</svg>", start)]
+
+
+def test_page_draws_the_shadow_beside_the_champion_with_gaps(shadow_lake, spec, registry_with):
+    from include.mlops.health_html import COLORS, render_page
+
+    registry_with(shadow=_version("7"))
+    page = render_page(health.model_health(spec, shadow_lake), ["flights"], URLS)
+    teal = COLORS["teal"]
+    for title, day4, champion in (
+        ("ROC AUC (delayed labels)", 0.71, 0.684),
+        ("Brier score (delayed labels)", 0.149, 0.158),
+    ):
+        chart = _chart(page, title)
+        assert ">shadow v6, v7</text>" in chart  # the legend names the versions seen
+        # one point per compared day, with version, value and the champion's on the same rows
+        assert chart.count(f'fill="{teal}"') == 3
+        assert f"shadow v7 2013-04-22: {day4:.4f} (champion v3: {champion:.4f}; better)" in chart
+        assert "shadow v6 2013-04-08" in chart
+        # the line breaks where no shadow was compared: v6's lone day is not joined to v7's two
+        (line,) = [x for x in chart.split("<polyline")[1:] if f'stroke="{teal}"' in x]
+        assert len(line.split('points="')[1].split('"')[0].split()) == 2
+        assert 'stroke-dasharray="7 3"' in line
+        assert "2013-04-22: shadow v7 proposed its promotion" in chart  # the proposal marked
+    # no shadow ever compared: no shadow line, no legend entry
+    h = health.model_health(spec, shadow_lake)
+    for p in h["monitoring"]:
+        p["metrics"]["shadow"] = p["decision"]["propose_shadow"] = None
+    plain = render_page(h, ["flights"], URLS)
+    assert "shadow v" not in _chart(plain, "ROC AUC (delayed labels)")
+    assert teal not in _chart(plain, "Brier score (delayed labels)")
+
+
+def _shadow_card(page):
+    """The shadow's card: the last of the cards section."""
+    start = page.index('data-role="shadow"')
+    return page[start : page.index("<h2>", start)]
+
+
+def test_shadow_card_shows_the_comparison_the_bars_the_verdict_and_the_proposal(spec, shadow_lake, registry_with):
+    from include.mlops.health_html import render_page
+
+    registry_with(shadow=_version("7", **{"shadow.reason": "rejected on a noisy test week"}))
+    h = health.model_health(spec, shadow_lake)
+    # the latest comparison is the proposing day's
+    h["monitoring"] = h["monitoring"][:4]
+    h["shadow_comparison"] = health.shadow_comparison(h["monitoring"], "7")
+    card = _shadow_card(render_page(h, ["flights"], URLS))
+    assert 'Shadow: <span class="version">v7</span>' in card
+    assert 'href="http://airflow:8080/mlops/card/flights/7"' in card  # its model card
+    assert "shadow since 2013-04-01: rejected on a noisy test week" in card
+    assert "compared 2013-04-22 on 12,034 labelled rows of 2013-03-25 .. 2013-04-14" in card
+    assert "<th>shadow v7</th><th>champion v3</th>" in card
+    assert "<th>ROC AUC</th><td>0.711</td><td>0.684</td>" in card
+    assert "<th>Brier</th><td>0.149</td><td>0.158</td>" in card
+    assert "ROC AUC gain <b>+0.026</b> [+0.019, +0.033] (needs ≥ +0.010)" in card
+    assert "Brier change <b>-0.007</b> [-0.010, -0.004] (needs ≤ +0.010)" in card
+    assert '<span class="badge pass">better</span>' in card
+    assert "proposed its promotion on 2013-04-22" in card
+    assert "stored shadow scores re-checked: 7 days, 5,800 rows, max |Δ| 0.0000" in card
+    # a week later, v7 compared again and not better: the card shows that, and still when it proposed
+    later = _shadow_card(render_page(health.model_health(spec, shadow_lake), ["flights"], URLS))
+    assert '<span class="badge none">not better</span>' in later
+    assert "compared 2013-04-29 on 9,876 labelled rows of 2013-04-08 .. 2013-04-28" in later
+    assert "proposed its promotion on 2013-04-22" in later
+
+
+def test_shadow_card_without_a_shadow_or_a_comparison(spec, shadow_lake, registry_with):
+    from include.mlops.health_html import render_page
+
+    registry_with()
+    page = render_page(health.model_health(spec, shadow_lake), ["flights"], URLS)
+    assert '<h3>Shadow</h3><p class="muted">no shadow</p>' in _shadow_card(page)
+    registry_with(shadow=_version("8", **{"shadow.since": "2026-12-05T01:00:00+00:00"}))
+    card = _shadow_card(render_page(health.model_health(spec, shadow_lake), ["flights"], URLS))
+    assert "v8" in card
+    assert "shadow since 2026-12-05" in card
+    assert "not compared with the champion yet" in card
+    assert "proposed" not in card
+    # the shadow is the open challenger: one full card, the shadow's says so and keeps its comparison
+    registry_with(challenger=_version("7"), shadow=_version("7"))
+    card = _shadow_card(render_page(health.model_health(spec, shadow_lake), ["flights"], URLS))
+    assert "the challenger above" in card
+    assert 'href="http://airflow:8080/mlops/card/flights/7"' in card
+    assert "compared 2013-04-29" in card
+
+
+def test_monitoring_table_has_the_shadow_verdict_and_proposal_per_day(spec, shadow_lake, registry_with):
+    from include.mlops.health_html import render_page
+
+    registry_with(shadow=_version("7"))
+    page = render_page(health.model_health(spec, shadow_lake), ["flights"], URLS)
+    table = page[page.index('<table id="monitoring">') :]
+    table = table[: table.index("</table>")]
+    assert "<th>shadow vs champion</th>" in table
+    rows = {r.split("</td>")[0].removeprefix("<td>"): r for r in table.split("<tr>")[2:]}
+    assert '<span class="muted">–</span>' in rows["2013-04-01"]  # no shadow that day
+    assert '<span class="muted">–</span>' in rows["2013-04-15"]
+    assert 'v6 <span class="badge none">not better</span>' in rows["2013-04-08"]
+    assert 'v7 <span class="badge pass">better</span>' in rows["2013-04-22"]
+    assert "ROC AUC +0.026 [+0.019, +0.033]" in rows["2013-04-22"]
+    assert "proposed v7's promotion" in rows["2013-04-22"]
+    assert "proposed" not in rows["2013-04-29"]
+    assert 'title="v7 vs champion v3: ROC AUC +0.026"' in rows["2013-04-22"]  # the monitor's own words
+
+
+def test_shadow_values_are_escaped(spec, shadow_lake, registry_with):
+    from include.mlops.health_html import render_page
+
+    evil = "<script>alert(1)</script>"
+    registry_with(shadow=_version(evil, **{"shadow.reason": evil, "shadow.since": evil}))
+    h = health.model_health(spec, shadow_lake)
+    bad = _shadow(evil, evil, 0.7, 0.15, detail=f'"{evil}', window=[evil, evil], since=evil)
+    for p in h["monitoring"]:
+        p["metrics"]["shadow"] = bad
+        p["decision"]["propose_shadow"] = evil
+    h["shadow_comparison"] = health.shadow_comparison(h["monitoring"], evil)
+    page = render_page(h, ["flights"], URLS)
+    assert h["shadow_comparison"]["verdict"] == evil  # it is on the page, ...
+    assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") > 10
+    assert evil not in page  # ... escaped everywhere
+    assert page.count("<script>") == 1
+
+
+def test_history_shows_shadow_entries_with_the_champion_kept():
+    from include.mlops.health_html import CSS, render_page
+
+    def entry(seq, action, version):  # registry.set_shadow / clear_shadow: from = to = the champion
+        return {"seq": seq, "action": action, "version": version, "from_version": "3", "to_version": "3",
+                "when": "2013-04-01T00:00:00+00:00", "reason": "r", "dag_run": None, "approver": None,
+                "run_id": "a"}  # fmt: skip
+
+    page = render_page(_health(history=[entry(1, "shadow", "7"), entry(2, "unshadow", "7")]), ["flights"], URLS)
+    history = page[page.index('<table id="history">') :]
+    assert '<span class="badge shadow">shadow</span>' in history
+    assert '<span class="badge unshadow">unshadow</span>' in history
+    assert history.count("stays v3") == 2
+    assert ".badge.shadow {" in CSS  # a coloured badge: the badge text is white

@@ -69,6 +69,9 @@ def test_plugin_serves_health_json_with_a_bearer_token(stack):
     assert [e["action"] for e in h["history"]] == ["promote"]
     assert [p["day"] for p in h["monitoring"]] == ["2013-01-22", "2013-01-24"]
     assert all(p["decision"] is not None for p in h["monitoring"])
+    # one version, promoted: nothing for a shadow to be, nothing compared
+    assert (h["shadow"], h["shadow_comparison"]) == (None, None)
+    assert all(p["metrics"].get("shadow") is None for p in h["monitoring"])
     assert [d["day"] for d in h["data_docs"]] == ["2013-01-24"]
     assert h["errors"] == {}
 
@@ -175,6 +178,9 @@ def test_model_health_view_in_the_navigation(stack, page, shots):
     champion = frame.locator('[data-role="champion"]')
     assert champion.locator(".version").inner_text() == "v1"
     assert "passed" in champion.inner_text()
+    shadow = frame.locator('[data-role="shadow"]')  # one version, promoted: nothing to shadow
+    assert shadow.locator("h3").inner_text() == "Shadow"
+    assert "no shadow" in shadow.inner_text()
     assert "PASS" in frame.locator("#last-gate").inner_text().upper()
     history = frame.locator("#history").inner_text()
     assert "promote" in history
@@ -183,6 +189,7 @@ def test_model_health_view_in_the_navigation(stack, page, shots):
     monitoring = frame.locator("#monitoring").inner_text()
     assert "2013-01-24" in monitoring
     assert "2013-01-22" in monitoring
+    assert "shadow vs champion" in monitoring
     reports = frame.locator("#reports")
     for text in ("v1", "2013-01-24"):
         assert reports.get_by_role("link", name=text).count() >= 1
