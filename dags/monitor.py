@@ -20,6 +20,11 @@ dataset's time range (real `[day, day + 1)` data intervals, as `<dataset>_ingest
 3. **alert** — any trigger (requested, debounced or blocked) is sent through the `mlops_alerts` connection.
 4. **request_retrain** — emits the `retrain/<dataset>` Asset event (with the reasons) that `<dataset>_train` is
    scheduled on; skipped when the decision is not to retrain.
+5. **propose_shadow** — the shadow (registry alias `shadow`: the latest candidate the gate did not promote, which
+   scores every day beside the champion) is compared with the champion on the same labelled rows, its test split
+   and the days since (`monitoring.shadow_window_days`), by a paired bootstrap against the gate's own bars; a
+   shadow shown better emits a `retrain/<dataset>` event naming it, and `<dataset>_train` sends it through the
+   gate on that window instead of training (no retrain is requested the same day).
 
 Without a champion or without validated days in the window, the run is skipped with that reason.
 """
@@ -130,8 +135,33 @@ def build(spec: DatasetSpec):
             outlet_events[retrain].extra = extra
             return extra
 
-        decision = decide(monitor())
+        @task(multiple_outputs=False, outlets=[retrain])
+        def propose_shadow(result: dict, decision: dict, outlet_events=None) -> dict:
+            """A shadow shown better than the champion proposes its promotion: to the gate in the train DAG."""
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            if not decision.get("propose_shadow"):
+                shadow = (result.get("metrics") or {}).get("shadow")
+                raise AirflowSkipException(
+                    f"no proposal: {shadow['verdict']}: {shadow.get('detail', '')}" if shadow else "no shadow"
+                )
+            shadow = result["metrics"]["shadow"]
+            extra = {
+                "day": decision["day"],
+                "shadow_version": decision["propose_shadow"],
+                "window": shadow["window"],
+                "champion_version": decision["model_version"],
+                "detail": shadow.get("detail"),
+                "decision_uri": decision["uri"],
+            }
+            outlet_events[retrain].extra = extra
+            print(f"shadow v{extra['shadow_version']} proposes its promotion: {extra['detail']}")
+            return extra
+
+        result = monitor()
+        decision = decide(result)
         alert(decision) >> request_retrain(decision)
+        propose_shadow(result, decision)
 
     return monitor_dag()
 

@@ -18,14 +18,19 @@ cadence applies.
 3. **train** — a time-ordered train/validation/test split; every candidate of the spec (logistic-regression
    baseline, HistGradientBoosting with a seeded randomized search) under one MLflow parent run with a nested
    run per candidate; the best becomes a new version of registered model `<dataset>` with alias `challenger`.
-4. **evaluate** — the gate: challenger and current champion scored on the same held-out window; absolute
+4. **evaluate** — the gate: challenger and current champion scored on the same held-out window; superiority
+   (`gate.min_roc_auc_gain`: a champion is replaced only by a challenger shown better on the same rows); absolute
    thresholds, non-regression against the champion, slice gaps (carrier, origin), policy (signature, no
    forbidden/leaking features, model size, scoring latency). The report is written to
    `reports/gate/<dataset>/v<version>/gate.html` in the lake and logged to MLflow; the decision is tagged on
    the version.
 5. **decide** → **promote** (alias `champion` moves, the previous champion is recorded, an audit entry is
    written and the `model/<dataset>@champion` Asset event is emitted) or **reject** (the version is tagged
-   rejected with its reasons, the champion is untouched, an alert names the failed checks). When the spec
+   rejected with its reasons, the champion is untouched, an alert names the failed checks; a candidate rejected
+   only for not beating the champion becomes the **shadow**: it scores every day beside the champion and
+   `<dataset>_monitor` compares the two on live labels). A shadow shown better proposes itself through a
+   `retrain/<dataset>` event: **plan** then skips features and training and **evaluate** gates the shadow on the
+   window the monitor compared it on. When the spec
    sets `gate.require_approval`, an **approve** step (Airflow human-in-the-loop) shows the gate report and
    waits for *Approve* / *Reject* before the alias moves.
 """
@@ -98,7 +103,7 @@ def build(spec: DatasetSpec):
         @task.short_circuit
         def plan(params=None, **context) -> dict | None:
             """Decide the window and whether training is due (scheduled runs follow the cadence)."""
-            from include.mlops import training
+            from include.mlops import registry, training
             from include.mlops.lineage import trigger
             from include.mlops.storage import Lake
 
@@ -106,6 +111,13 @@ def build(spec: DatasetSpec):
             last_end = training.last_trained_window_end(spec)
             run = context["dag_run"]
             request = None
+            proposal = training.shadow_proposal(requests, registry.shadow_version(spec)) if requests else None
+            if proposal is not None and run.run_type != "manual":
+                start, end = proposal["window"]
+                reason = f"shadow v{proposal['shadow_version']} proposes its promotion: {proposal.get('detail')}"
+                print(f"{reason}\nto the gate on {start}..{end}; nothing is trained in this run")
+                return {"due": True, "shadow_version": str(proposal["shadow_version"]), "start": start, "end": end,
+                        "reason": reason}  # fmt: skip
             if run.run_type == "manual":
                 force = "manual run"
             else:  # a request the last training already covered (an old event replayed) is stale: cadence only
@@ -126,9 +138,14 @@ def build(spec: DatasetSpec):
 
         @task(multiple_outputs=False)
         def build_features(p: dict, **context) -> dict:
-            """Materialise (or reuse) the feature table of the window."""
+            """Materialise (or reuse) the feature table of the window (skipped for a shadow's proposal)."""
+            from airflow.sdk.exceptions import AirflowSkipException
+
             from include.mlops import features
             from include.mlops.storage import Lake
+
+            if p.get("shadow_version"):
+                raise AirflowSkipException(f"nothing to train: {p['reason']}")
 
             return features.materialize_features(spec, Lake(), p["start"], p["end"], run_id=context["run_id"]).as_dict()
 
@@ -149,22 +166,36 @@ def build(spec: DatasetSpec):
             )  # fmt: skip
             return result.as_dict()
 
-        @task(multiple_outputs=False)
-        def evaluate(trained: dict) -> dict:
-            """The gate: challenger vs champion on the same window; report saved, logged, tagged."""
+        @task(multiple_outputs=False, trigger_rule="none_failed_min_one_success")
+        def evaluate(p: dict, trained: dict | None) -> dict:
+            """The gate: challenger vs champion on the same window (the new candidate's test split, or the
+            shadow's comparison window when it proposed itself); report saved, logged, tagged."""
             from include.mlops import evaluation
             from include.mlops.storage import Lake
 
-            report = evaluation.evaluate_challenger(spec, Lake(), version=trained["model_version"])
+            if trained is None:  # a shadow's proposal: gated on the window the monitor compared it on
+                report = evaluation.evaluate_challenger(
+                    spec, Lake(), version=p["shadow_version"], start=p["start"], end=p["end"]
+                )
+            else:
+                report = evaluation.evaluate_challenger(spec, Lake(), version=trained["model_version"])
             print(report.to_markdown())
-            return report.as_dict() | {"markdown": report.to_markdown()}
+            return report.as_dict() | {"markdown": report.to_markdown(), "may_shadow": report.may_shadow,
+                                       "proposed_shadow": trained is None}  # fmt: skip
 
         @task.branch
-        def decide(report: dict) -> str:
-            """Passed → promote (through approval when the spec asks); failed → reject."""
+        def decide(report: dict, **context) -> str:
+            """Passed → promote (through approval when the spec asks: the candidate shadows the champion while it
+            waits); failed → reject."""
             if report["decision"] != "passed":
                 return "reject"
-            return "approve" if spec.gate.require_approval else "promote"
+            if spec.gate.require_approval:
+                from include.mlops import registry
+
+                registry.set_shadow(spec, report["challenger_version"], reason="passed the gate, awaits approval",
+                                    dag_run=context["run_id"])  # fmt: skip
+                return "approve"
+            return "promote"
 
         @task(multiple_outputs=False, outlets=[champion], trigger_rule="none_failed_min_one_success")
         def promote(report: dict, outlet_events=None, **context) -> dict:
@@ -186,15 +217,21 @@ def build(spec: DatasetSpec):
             from include.mlops.airflow_adapter import send_alert
 
             reasons = report["failed"]
-            entry = registry.reject(spec, report["challenger_version"], reasons, dag_run=context["run_id"])
-            message = f"{spec.name} v{report['challenger_version']} rejected by the gate: {', '.join(reasons)}"
+            version = report["challenger_version"]
+            entry = registry.reject(spec, version, reasons, dag_run=context["run_id"])
+            message = f"{spec.name} v{version} rejected by the gate: {', '.join(reasons)}"
+            if report.get("may_shadow") and not report.get("proposed_shadow"):
+                # not shown better than the champion, but sound: it scores beside it and may propose itself later
+                shadow = registry.set_shadow(spec, version, reason="not shown better: " + ", ".join(reasons),
+                                             dag_run=context["run_id"])  # fmt: skip
+                message += f"; v{version} is the shadow now" if shadow else ""
             print(message + "\n" + report["markdown"])
             send_alert(f"[mlops] gate rejected {spec.name} v{report['challenger_version']}", message)
             return entry.as_dict() | {"gate_report_uri": (report.get("uris") or {}).get("html")}
 
         planned = plan()
         trained = train(planned, build_features(planned))
-        report = evaluate(trained)
+        report = evaluate(planned, trained)
         branch = decide(report)
         promoted = promote(report)
         branch >> reject(report)

@@ -561,6 +561,19 @@ class GateSpec(_Bootstrapped):
     max_brier_rise: float | None = Field(
         default=None, ge=0, le=1, description="allowed Brier rise against the champion (None: not checked)"
     )
+    min_roc_auc_gain: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="to replace a champion, the challenger must be better by at least this ROC AUC (at the lower end "
+        "of the paired interval); a candidate that is not becomes the shadow (None: not worse is enough)",
+    )
+    min_window_days: int | None = Field(
+        default=None,
+        gt=0,
+        description="a champion is replaced only on at least this many days of rows out of time for both models; "
+        "a candidate whose test split is shorter runs as the shadow until its window is long enough",
+    )
     slice_columns: list[str] = Field(default_factory=list)
     min_slice_rows: int = Field(default=200, gt=0)
     max_slice_gap: float = Field(default=0.15, ge=0, le=1)
@@ -611,6 +624,13 @@ class MonitoringSpec(_Bootstrapped):
         description="debounce on promotions: after a request whose candidate was not promoted (the champion is the "
         "same), a persisting trigger may request again after this many days; retrain_debounce_days then counts "
         "from the first day a newly promoted champion was monitored. None: every request debounces the next",
+    )
+
+    shadow_window_days: int = Field(
+        default=28,
+        gt=0,
+        description="the shadow and the champion are compared on the shadow's test split and the days since, at "
+        "most this many days ending at the monitored day",
     )
 
     @model_validator(mode="after")

@@ -3,7 +3,9 @@
 The gate (TFX Evaluator style) combines value thresholds (``min_roc_auc``, ``max_brier``: never keeping a
 champion that is worse on the same rows), change thresholds against the champion (``max_roc_auc_drop``,
 ``max_brier_rise``: skipped, not failed, when there is no champion; judged at the upper end of a paired bootstrap
-interval when ``gate.bootstrap_samples`` is set), a slice-gap check per slice column and policy checks
+interval when ``gate.bootstrap_samples`` is set), superiority (``min_roc_auc_gain``: a champion is replaced only by a
+challenger shown better on the same rows; one that is not may run as the shadow), a slice-gap check per slice
+column and policy checks
 (signature, forbidden features, size, latency). :func:`evaluate_gate` does no I/O: it turns two
 :class:`ModelEvidence` into a :class:`GateReport` that names every check with its value, interval, threshold and
 verdict; :mod:`include.mlops.gate_report` renders it. :func:`collect_evidence` scores a model on a
@@ -37,6 +39,9 @@ FAIL: Verdict = "fail"
 SKIP: Verdict = "skip"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# The checks that compare the challenger with the champion on the same rows: a candidate failing only these is
+# no worse a model, just not shown better here; it may run as the shadow (registry alias ``shadow``).
+COMPARATIVE = ("max_roc_auc_drop", "min_roc_auc_gain", "max_brier_rise", "min_window_days")
 LATENCY_ROWS = 1000
 LATENCY_REPEATS = 20
 
@@ -108,6 +113,12 @@ class GateReport:
     def failed(self) -> list[str]:
         """Names of the failed checks (the rejection reasons)."""
         return [c.name for c in self.checks if c.verdict == FAIL]
+
+    @property
+    def may_shadow(self) -> bool:
+        """Rejected only for not beating the champion on these rows (:data:`COMPARATIVE` checks): the candidate
+        is sound and may score beside the champion as its shadow, to be compared on more, later days."""
+        return bool(self.failed) and set(self.failed) <= set(COMPARATIVE)
 
     def check(self, name: str) -> Check:
         """The check called ``name`` (KeyError if the gate has none)."""
@@ -315,6 +326,38 @@ def _change(
     return Check(name, value, threshold, PASS if ok else FAIL, f"{detail} ({name} {value:+.4f})")
 
 
+def _window_days(minimum: int, window: dict[str, Any]) -> Check:
+    """Enough data: the window both models were scored on spans at least ``minimum`` days."""
+    try:
+        days = (date.fromisoformat(str(window["end"])[:10]) - date.fromisoformat(str(window["start"])[:10])).days + 1
+    except (KeyError, ValueError):
+        return Check("min_window_days", None, minimum, FAIL, "the evaluation window's days are not known")
+    ok = days >= minimum
+    detail = f"{days} days of rows out of time for both models ({window['start']} .. {window['end']})"
+    if not ok:
+        detail += f": fewer than {minimum}, not enough to replace a champion on"
+    return Check("min_window_days", days, minimum, PASS if ok else FAIL, detail)
+
+
+def _gain(name: str, gain: float | None, threshold: float, paired_drop: tuple[float, float, float] | None) -> Check:
+    """Superiority: the challenger replaces a champion only when better by ``threshold`` ROC AUC, at the lower end
+    of the paired interval of the gain when there is one (the drop's interval, turned round)."""
+    if paired_drop is not None:
+        drop, low, high = paired_drop
+        gain, interval_ = -drop, (-high, -low)
+        ok = interval_[0] >= threshold
+        why = (
+            f"ROC AUC gain over the champion {gain:+.4f}, interval [{interval_[0]:+.4f}, {interval_[1]:+.4f}]: "
+            + ("shown better by" if ok else "not shown better by")
+            + f" {threshold} on the same rows"
+        )
+        return Check(name, gain, threshold, PASS if ok else FAIL, why, interval_)
+    if gain is None:
+        return Check(name, None, threshold, FAIL, "a ROC AUC is missing for a model")
+    ok = gain >= threshold
+    return Check(name, gain, threshold, PASS if ok else FAIL, f"ROC AUC gain over the champion {gain:+.4f}")
+
+
 def evaluate_gate(
     spec: DatasetSpec,
     challenger: ModelEvidence,
@@ -329,7 +372,8 @@ def evaluate_gate(
     Pure: no I/O. Checks: absolute floors (``min_roc_auc``, ``max_brier``: a challenger below one passes when the
     champion is below it too on the same rows and is worse, with an alert that both are below), non-regression
     against the champion (``max_roc_auc_drop``, ``max_brier_rise``; 'skip' without a champion; with ``paired``,
-    the upper end of the paired bootstrap interval must be within the threshold), ``max_slice_gap[<col>]`` per
+    the upper end of the paired bootstrap interval must be within the threshold), superiority (``min_roc_auc_gain``:
+    the lower end of the gain's interval must reach it), ``max_slice_gap[<col>]`` per
     slice column, and policy (``signature_present``, ``no_forbidden_features``, ``max_model_mb``,
     ``max_latency_ms_per_1k``). The report passes when no check fails.
     """
@@ -354,6 +398,14 @@ def evaluate_gate(
         drop = None if auc is None or c_auc is None else c_auc - auc
         detail = f"champion v{champion.version} {_f4(c_auc)} -> challenger {_f4(auc)}"
         checks.append(_change("max_roc_auc_drop", drop, g.max_roc_auc_drop, paired and paired.roc_auc_drop, detail))
+    if g.min_window_days is not None and champion is not None:
+        checks.append(_window_days(g.min_window_days, window or {}))
+    if g.min_roc_auc_gain is not None:
+        if champion is None:
+            checks.append(Check("min_roc_auc_gain", None, g.min_roc_auc_gain, SKIP, "no champion to beat"))
+        else:
+            gain = None if auc is None or c_auc is None else auc - c_auc
+            checks.append(_gain("min_roc_auc_gain", gain, g.min_roc_auc_gain, paired and paired.roc_auc_drop))
     if g.max_brier_rise is not None:
         if champion is None:
             checks.append(Check("max_brier_rise", None, g.max_brier_rise, SKIP, "no champion: nothing to regress"))
@@ -680,11 +732,13 @@ def evaluate_challenger(
     *,
     version: str | None = None,
     end: date | str | None = None,
+    start: date | str | None = None,
     tracking_uri: str | None = None,
 ) -> GateReport:
     """The gate step: score the challenger (default: alias ``challenger``) and the champion on the same window,
     decide, save the report to the lake and log it to MLflow. The window is the challenger's training test
-    split, or the last ``test_days`` validated days up to ``end`` when ``end`` is given."""
+    split, or the last ``test_days`` validated days up to ``end`` when ``end`` is given, or the validated days of
+    [``start``, ``end``] (a shadow proposing itself on its comparison window)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -702,7 +756,7 @@ def evaluate_challenger(
         start, end = training_test_window(spec, version, uri)
         window = evaluation_window(spec, lake, end, start=start)
     else:
-        window = evaluation_window(spec, lake, end)
+        window = evaluation_window(spec, lake, end, start=start)
     ev_challenger = collect_evidence(spec, f"models:/{spec.name}/{version}", window.frame, tracking_uri=uri)
     ev_champion = (
         collect_evidence(spec, f"models:/{spec.name}/{champion}", window.frame, tracking_uri=uri) if champion else None

@@ -122,6 +122,7 @@ class Decision:
     triggers: list[str] = field(default_factory=list)
     blocked_by: str | None = None  # "training_running" | "debounce" when a trigger fired but no request is made
     checks: list[Check] = field(default_factory=list)
+    propose_shadow: str | None = None  # the shadow version shown better than the champion: to the gate
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -239,6 +240,7 @@ def decide(
     """
     day = _as_date(day or metrics["end_day"])
     checks = policy_checks(spec, metrics)
+    propose, why_shadow = _shadow_proposal(spec, metrics.get("shadow"), history, day)
     fired = [c for c in checks if c.verdict == "fail" and c.name in TRIGGERS]
     triggers = [c.name for c in fired]
     reasons = [f"{c.name} {_f(c.value)} beyond {c.threshold}: {c.detail}" for c in fired]
@@ -249,18 +251,117 @@ def decide(
             if c.name in TRIGGERS
         )
         share = next(c.value for c in checks if c.name == "drift_share")
-        reasons = [f"no trigger: {measured}; drift_share {_f(share, 2)} recorded, not a trigger"]
-        return Decision(False, reasons, False, day.isoformat(), [], None, checks)
+        reasons = [f"no trigger: {measured}; drift_share {_f(share, 2)} recorded, not a trigger", *why_shadow]
+        return Decision(False, reasons, False, day.isoformat(), [], None, checks, propose)
+    reasons += why_shadow
 
     blocked_by = None
-    if training_running:
+    if propose:
+        blocked_by = "shadow"
+        reasons.append(f"retrain not requested: the shadow v{propose}, shown better, goes to the gate instead")
+    elif training_running:
         blocked_by = "training_running"
         reasons.append(f"retrain not requested: a {spec.name}_train run is in progress and will answer this")
     else:
         blocked_by, why = _debounce(spec, history, day, champion)
         if why:
             reasons.append(why)
-    return Decision(blocked_by is None, reasons, True, day.isoformat(), triggers, blocked_by, checks)
+    return Decision(blocked_by is None, reasons, True, day.isoformat(), triggers, blocked_by, checks, propose)
+
+
+def _shadow_proposal(
+    spec: DatasetSpec, shadow: Mapping[str, Any] | None, history: Sequence[Mapping[str, Any]], day: date
+) -> tuple[str | None, list[str]]:
+    """The shadow version to send to the gate (shown better than the champion by :func:`compare_shadow`), unless
+    it was proposed within ``retrain_cooldown_days`` (or ``retrain_debounce_days``) already; and the reason."""
+    if not shadow or not shadow.get("version"):
+        return None, []
+    version = str(shadow["version"])
+    if shadow.get("verdict") != "better":
+        return None, [f"shadow v{version}: {shadow.get('verdict')}: {shadow.get('detail', '')}"]
+    m = spec.monitoring
+    wait = m.retrain_cooldown_days if m.retrain_cooldown_days is not None else m.retrain_debounce_days
+    earlier = [
+        _as_date(h["day"])
+        for h in history
+        if str(h.get("propose_shadow")) == version and h.get("day") and 0 < (day - _as_date(h["day"])).days < wait
+    ]
+    if earlier:
+        return None, [f"shadow v{version} is better, already proposed on {max(earlier)}: {shadow.get('detail', '')}"]
+    return version, [f"shadow v{version} proposes its promotion: {shadow.get('detail', '')}"]
+
+
+def compare_shadow(
+    spec: DatasetSpec,
+    y: np.ndarray,
+    p_shadow: np.ndarray,
+    p_champion: np.ndarray,
+    *,
+    version: str,
+    champion: str | None,
+    window: tuple[str, str],
+    since: str | None = None,
+) -> dict[str, Any]:
+    """The shadow against the champion on the same labelled rows (its test split and the days since it began
+    shadowing): a paired bootstrap of the ROC AUC gain and the Brier change, judged by the gate's own bars
+    (``gate.min_roc_auc_gain``, else a gain above 0, and ``gate.max_brier_rise``), so a shadow called
+    ``better`` here is one the gate would promote on these rows. Pure; the dict goes to ``monitor.json``."""
+    from include.mlops.evaluation import EvaluationError, paired_bootstrap
+
+    g = spec.gate
+    y = np.asarray(y).astype(int)
+    min_gain = g.min_roc_auc_gain or 0.0
+    max_rise = g.max_brier_rise if g.max_brier_rise is not None else 0.0
+    out: dict[str, Any] = {
+        "version": str(version),
+        "champion": champion,
+        "since": since,
+        "window": list(window),
+        "rows": len(y),
+        "min_gain": min_gain,
+        "max_brier_rise": max_rise,
+    }
+    who = f"v{version} vs champion v{champion} on {len(y):,} labelled rows of {window[0]}..{window[1]}"
+    if len(y) < spec.monitoring.min_labelled_rows or len(np.unique(y)) < 2:
+        return out | {"verdict": "too few rows", "detail": f"{who}: too few to judge"}
+    try:
+        cmp = paired_bootstrap(
+            y,
+            p_shadow,
+            p_champion,
+            samples=g.bootstrap_samples or 200,
+            confidence=g.confidence,
+            seed=spec.training.seed,
+        )
+    except EvaluationError as exc:
+        return out | {"verdict": "too few rows", "detail": f"{who}: {exc}"}
+    drop, low, high = cmp.roc_auc_drop
+    gain, gain_interval = -drop, [-high, -low]
+    rise, r_low, r_high = cmp.brier_rise
+    better = (gain_interval[0] >= min_gain if min_gain > 0 else gain_interval[0] > 0) and r_high <= max_rise
+    quality = {
+        "roc_auc": binary_metrics(y, np.asarray(p_shadow, dtype="float64"), 0.5).get("roc_auc"),
+        "brier": float(np.mean((np.asarray(p_shadow, dtype="float64") - y) ** 2)),
+        "champion_roc_auc": binary_metrics(y, np.asarray(p_champion, dtype="float64"), 0.5).get("roc_auc"),
+        "champion_brier": float(np.mean((np.asarray(p_champion, dtype="float64") - y) ** 2)),
+    }
+    detail = (
+        f"{who}: ROC AUC {gain:+.4f} [{gain_interval[0]:+.4f}, {gain_interval[1]:+.4f}] (needs >= "
+        f"{'+' if min_gain else '> +'}{min_gain}), Brier {rise:+.4f} [{r_low:+.4f}, {r_high:+.4f}] "
+        f"(needs <= +{max_rise})"
+    )
+    return (
+        out
+        | quality
+        | {
+            "auc_gain": gain,
+            "auc_gain_interval": gain_interval,
+            "brier_change": rise,
+            "brier_change_interval": [r_low, r_high],
+            "verdict": "better" if better else "not better",
+            "detail": detail,
+        }
+    )
 
 
 def _debounce(
@@ -670,6 +771,8 @@ def run_monitor(
         drift_share=share,
     )
     metrics = {"end_day": end.isoformat(), **metrics}
+    metrics["shadow"] = shadow_comparison(spec, lake, model, frame, p, start, end, uri)
+    lap("shadow")
     result = MonitorResult(
         dataset=spec.name,
         end_day=end.isoformat(),
@@ -695,6 +798,64 @@ def run_monitor(
     result.seconds = round(time.perf_counter() - t0, 2)
     lake.write_json(f"{report_dir(spec, end)}/monitor.json", result.as_dict())
     return result
+
+
+def shadow_comparison(
+    spec: DatasetSpec,
+    lake: Lake,
+    model: Any,
+    frame: pd.DataFrame,
+    p: np.ndarray,
+    start: date,
+    end: date,
+    tracking_uri: str,
+) -> dict[str, Any] | None:
+    """The shadow (registry alias ``shadow``) against the champion ``model`` for a monitoring run ending ``end``:
+    :func:`compare_shadow` on the shadow's test split and the days since (at most ``shadow_window_days``), its
+    ROC AUC / Brier on the monitored window ``frame`` (the second curve beside the champion's ``p``), and its
+    stored predictions (``shadow/<ds>/version=<v>``) checked against a fresh scoring of the same rows. None
+    without a shadow. A shadow that cannot be read never fails the champion's monitoring: verdict ``error``."""
+    from include.mlops import registry, scoring
+    from include.mlops.evaluation import training_test_window
+    from include.mlops.features import features_for_dates
+
+    version = registry.shadow_version(spec, tracking_uri)
+    if version is None or str(version) == str(model.version):
+        return None
+    try:
+        shadow = scoring.load_model(spec, f"models:/{spec.name}/{version}", tracking_uri=tracking_uri)
+        test_start, _ = training_test_window(spec, version, tracking_uri)
+        first = max(_as_date(test_start), end - timedelta(days=spec.monitoring.shadow_window_days - 1))
+        wide = frame if first >= start else features_for_dates(lake, spec, first, end)
+        label = spec.label.name
+        known = wide[label].notna().to_numpy()
+        p_wide = p if wide is frame else scoring.predict(model, wide)
+        shadow_days = scoring.shadow_days(spec, lake, version)
+        out = compare_shadow(
+            spec,
+            wide[label].to_numpy()[known],
+            scoring.predict(shadow, wide)[known],
+            p_wide[known],
+            version=str(version),
+            champion=model.version,
+            window=(first.isoformat(), end.isoformat()),
+            since=shadow_days[0] if shadow_days else None,
+        )
+        p_shadow = scoring.predict(shadow, frame)
+        here = frame[label].notna().to_numpy()
+        y = frame[label].to_numpy()[here].astype(int)
+        window = binary_metrics(y, p_shadow[here], shadow.threshold) if len(np.unique(y)) == 2 else {}
+        out["window_roc_auc"], out["window_brier"] = window.get("roc_auc"), window.get("brier")
+        stored = scoring.read_shadow_predictions(spec, lake, version, start, end)
+        now = frame[spec.entity_keys].assign(_p=p_shadow).merge(stored, on=spec.entity_keys, how="inner")
+        out["stored"] = {
+            "days": len([d for d in shadow_days if start.isoformat() <= d <= end.isoformat()]),
+            "compared_rows": len(now),
+            "max_abs_diff": float(np.max(np.abs(now["_p"] - now[scoring.PROBABILITY]))) if len(now) else None,
+        }
+        return out
+    except Exception as exc:  # the shadow is an experiment: its trouble is reported, the champion is still judged
+        return {"version": str(version), "champion": model.version, "verdict": "error", "detail": f"{exc!r}"[:500]}
 
 
 _DATA_BLOCK = "<script>\n    var "  # Evidently 0.7's inline data: `var <id> = <json>;` ... up to "\n</script>"
@@ -804,6 +965,10 @@ def log_to_mlflow(
     now = int(time.time() * 1000)
     step = _as_date(result.end_day).toordinal()  # the monitored day: charts across runs follow the replay's clock
     numeric = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    shadow = result.metrics.get("shadow") or {}
+    for k in ("roc_auc", "brier", "auc_gain", "brier_change", "window_roc_auc", "window_brier"):
+        if isinstance(shadow.get(k), int | float):
+            numeric[f"shadow_{k}"] = float(shadow[k])
     for col, info in result.columns.items():
         numeric[f"drift_{col}"] = float(info["score"])
     metrics = [Metric(k, v, now, step) for k, v in numeric.items() if not math.isnan(v)]

@@ -721,11 +721,23 @@ def fresh_retrain_request(
     fresh = []
     for r in requests:
         r = r or {}
+        if r.get("shadow_version"):
+            continue  # a shadow proposing its promotion (:func:`shadow_proposal`), not a request to train
         day = r.get("day")
         if day and last_end is not None and date.fromisoformat(str(day)[:10]) <= last_end:
             continue
         fresh.append(r)
     return fresh[-1] if fresh else None
+
+
+def shadow_proposal(events: Iterable[Mapping[str, Any] | None], shadow: str | None) -> Mapping[str, Any] | None:
+    """The latest ``retrain`` Asset event in which the monitor proposed promoting the shadow
+    (``{"shadow_version", "window", "day", ...}``), if that version is still the shadow (``shadow``, the alias's
+    version now); None otherwise: a proposal of a version that was promoted, replaced or cleared since is stale."""
+    proposals = [e for e in events if e and e.get("shadow_version")]
+    if not proposals or shadow is None or str(proposals[-1]["shadow_version"]) != str(shadow):
+        return None
+    return proposals[-1]
 
 
 def retrain_request_reason(requests: Iterable[Mapping[str, Any] | None], last_end: date | None) -> str | None:

@@ -27,6 +27,7 @@ def gspec(spec):
             "max_brier": 0.20,
             "max_roc_auc_drop": 0.02,
             "max_brier_rise": 0.01,
+            "min_roc_auc_gain": None,  # tested on its own below
             "slice_columns": ["carrier", "origin"],
             "min_slice_rows": 200,
             "max_slice_gap": 0.15,
@@ -513,3 +514,51 @@ def test_an_absolute_floor_never_keeps_a_worse_champion(gspec, chall, champ, ver
         assert "Alert:" in report.to_html()
     else:
         assert report.alerts == []
+
+
+# -- superiority and enough days: a champion is replaced only by a challenger shown better ---------------------
+@pytest.mark.parametrize(
+    ("drop", "verdict"),
+    [
+        ((-0.03, -0.04, -0.012), "pass"),  # gain 0.03, interval [0.012, 0.04]: shown better by 0.01
+        ((-0.03, -0.05, -0.008), "fail"),  # a larger gain, but its interval reaches below 0.01
+        ((0.0, -0.01, 0.01), "fail"),  # not worse is not enough
+    ],
+)
+def test_min_roc_auc_gain_judges_the_lower_end_of_the_gain(gspec, drop, verdict):
+    spec = gspec.model_copy(update={"gate": gspec.gate.model_copy(update={"min_roc_auc_gain": 0.01})})
+    paired = E.PairedComparison(2400, 200, 0.95, drop, (0.0, -0.001, 0.001))
+    report = E.evaluate_gate(spec, evidence(spec), champion(spec), paired=paired)
+    check = report.check("min_roc_auc_gain")
+    assert check.verdict == verdict
+    assert check.value == pytest.approx(-drop[0])
+    assert check.interval == pytest.approx((-drop[2], -drop[1]))
+    assert report.passed is (verdict == "pass")
+    # turned down only for not beating the champion: a sound candidate that may run as the shadow
+    assert report.may_shadow is (verdict == "fail")
+    no_champion = E.evaluate_gate(spec, evidence(spec), None)
+    assert no_champion.check("min_roc_auc_gain").verdict == "skip"
+    assert no_champion.passed
+
+
+def test_a_candidate_failing_a_policy_check_is_no_shadow(gspec):
+    spec = gspec.model_copy(update={"gate": gspec.gate.model_copy(update={"min_roc_auc_gain": 0.01})})
+    paired = E.PairedComparison(2400, 200, 0.95, (0.0, -0.01, 0.01), (0.0, -0.001, 0.001))
+    report = E.evaluate_gate(spec, evidence(spec, signature=False), champion(spec), paired=paired)
+    assert set(report.failed) == {"min_roc_auc_gain", "signature_present"}
+    assert not report.may_shadow
+    assert not E.evaluate_gate(spec, evidence(spec), champion(spec), paired=paired.__class__(
+        2400, 200, 0.95, (-0.03, -0.04, -0.02), (0.0, -0.001, 0.001))).may_shadow  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("window", "verdict"), [(("2013-03-08", "2013-03-21"), "pass"), (("2013-03-15", "2013-03-21"), "fail")]
+)
+def test_min_window_days_needs_enough_days_of_rows(gspec, window, verdict):
+    spec = gspec.model_copy(update={"gate": gspec.gate.model_copy(update={"min_window_days": 14})})
+    report = E.evaluate_gate(
+        spec, evidence(spec), champion(spec), window={"start": window[0], "end": window[1], "rows": 9000}
+    )
+    assert report.check("min_window_days").verdict == verdict
+    assert report.may_shadow is (verdict == "fail")
+    assert "min_window_days" not in {c.name for c in E.evaluate_gate(spec, evidence(spec), None).checks}

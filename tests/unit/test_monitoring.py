@@ -423,3 +423,55 @@ def test_the_debounce_is_on_promotions_not_requests(sspec, history, champion, bl
     assert d.alert
     assert d.blocked_by == blocked
     assert d.retrain is (blocked is None)
+
+
+# -- the shadow: compared with the champion on the same rows, proposes itself through the gate ------------------
+def _shadow_scores(n: int = 6000, seed: int = 2):
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.25).astype(int)
+    good = 1 / (1 + np.exp(-(1.6 * y - 1.4 + rng.normal(0, 1.0, n))))
+    weak = 1 / (1 + np.exp(-(0.8 * y - 1.2 + rng.normal(0, 1.0, n))))
+    return y, good, weak
+
+
+def _compare(spec, y, shadow, champ):
+    return M.compare_shadow(spec, y, shadow, champ, version="5", champion="3", window=("2013-03-08", "2013-03-21"))
+
+
+def test_compare_shadow_uses_the_gate_bars(sspec):
+    spec = sspec.model_copy(update={"gate": sspec.gate.model_copy(update={"min_roc_auc_gain": 0.01})})
+    y, good, weak = _shadow_scores()
+    better = _compare(spec, y, good, weak)
+    assert better["verdict"] == "better", better["detail"]
+    assert better["auc_gain_interval"][0] >= 0.01
+    assert better["roc_auc"] > better["champion_roc_auc"]
+    assert better["rows"] == len(y)
+    assert better["window"] == ["2013-03-08", "2013-03-21"]
+    worse = _compare(spec, y, weak, good)
+    assert worse["verdict"] == "not better"
+    assert worse["auc_gain"] < 0
+    assert _compare(spec, y, good, good)["verdict"] == "not better"  # equal: nothing to gain from a swap
+    few = _compare(spec, y[:200], good[:200], weak[:200])
+    assert few["verdict"] == "too few rows"
+    json.dumps(better)
+
+
+def test_a_better_shadow_proposes_itself_once_and_answers_a_trigger(sspec):
+    shadow = {"version": "5", "verdict": "better", "detail": "v5 vs champion v3 ..."}
+    d = M.decide(sspec, quiet(shadow=shadow), [])
+    assert d.propose_shadow == "5"
+    assert not d.alert
+    assert not d.retrain
+    assert any("proposes its promotion" in r for r in d.reasons)
+    # with a trigger the same day, the shadow's gate answers it: no retrain request besides
+    d = M.decide(sspec, quiet(roc_auc_drop=0.05, shadow=shadow), [], champion="3")
+    assert d.alert
+    assert not d.retrain
+    assert (d.blocked_by, d.propose_shadow) == ("shadow", "5")
+    # proposed yesterday (the gate turned it down): not again within the cool-down
+    history = [{"day": "2013-07-13", "retrain": False, "propose_shadow": "5", "model_version": "3"}]
+    d = M.decide(sspec, quiet(shadow=shadow), history)
+    assert d.propose_shadow is None
+    assert any("already proposed on 2013-07-13" in r for r in d.reasons)
+    not_better = M.decide(sspec, quiet(shadow=shadow | {"verdict": "not better"}), [])
+    assert not_better.propose_shadow is None

@@ -87,3 +87,14 @@ def test_a_stale_request_falls_back_to_the_cadence(lake, spec):
     p = plan_training(spec, lake, window_days=20, force=force, last_end=last_end)
     assert p["due"] is False, p["reason"]
     assert "cadence" in p["reason"]
+
+
+def test_a_shadow_proposal_is_no_request_and_goes_stale_when_the_alias_moved():
+    from include.mlops.training import fresh_retrain_request, shadow_proposal
+
+    proposal = {"day": "2013-08-02", "shadow_version": "7", "window": ["2013-07-19", "2013-08-02"]}
+    assert fresh_retrain_request([proposal], date(2013, 7, 25)) is None
+    assert shadow_proposal([JUL25, proposal], "7") == proposal
+    assert shadow_proposal([proposal], "8") is None  # a newer candidate shadows now: stale
+    assert shadow_proposal([proposal], None) is None  # promoted or cleared since
+    assert shadow_proposal([JUL25], "7") is None
