@@ -376,18 +376,9 @@ def gate(
         if g.bootstrap_samples
         else None
     )
-    import os
-
-    rep = evaluation.evaluate_gate(
+    return evaluation.evaluate_gate(
         spec, evidence(cand), evidence(champion), window=described, decided_at="replay", paired=paired
     )
-    n = int(os.environ.get("XNEWER", "0"))
-    if n and (cand.end - champion.end).days < n:
-        from dataclasses import replace as _r
-
-        rep.checks.append(_r(rep.checks[0], name="min_roc_auc_gain", verdict="fail"))
-        rep.passed = False
-    return rep
 
 
 # -- measures --------------------------------------------------------------------------------------------
