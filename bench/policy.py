@@ -267,7 +267,7 @@ def policy(year: Year, spec: Any) -> Callable[..., Model | None]:
         )
         shadow, window = state["shadow"], None
         if shadow is not None:
-            window = shadow_window(spec, shadow, yesterday)
+            window = monitoring.shadow_window(spec, shadow.test_start, yesterday)
             sidx = year.rows(*window)
             metrics["shadow"] = monitoring.compare_shadow(
                 spec,
@@ -333,13 +333,6 @@ def policy(year: Year, spec: Any) -> Callable[..., Model | None]:
         return new
 
     return step
-
-
-def shadow_window(spec: Any, shadow: Model, end: date) -> tuple[date, date]:
-    """The shadow's comparison window ending ``end``: its test split and the days since, at most
-    ``monitoring.shadow_window_days`` days (as the monitor reads it)."""
-    start = max(date.fromisoformat(shadow.test_start), end - timedelta(days=spec.monitoring.shadow_window_days - 1))
-    return start, end
 
 
 def gate(

@@ -91,6 +91,14 @@ def build(spec: DatasetSpec):
                 title="Search budget",
                 description="Randomized-search settings tried per candidate (seeded).",
             ),
+            "gate_shadow": Param(
+                False,
+                type="boolean",
+                title="Gate the shadow instead of training",
+                description="Send the current shadow (the latest candidate not promoted, scoring beside the champion) "
+                "through the gate on its test split and the days since, as the monitor does when it proposes it; "
+                "nothing is trained.",
+            ),
             "seed": Param(
                 spec.training.seed,
                 type="integer",
@@ -111,8 +119,11 @@ def build(spec: DatasetSpec):
             last_end = training.last_trained_window_end(spec)
             run = context["dag_run"]
             request = None
-            proposal = training.shadow_proposal(requests, registry.shadow_version(spec)) if requests else None
-            if proposal is not None and run.run_type != "manual":
+            shadow = registry.shadow_version(spec) if requests or params.get("gate_shadow") else None
+            proposal = training.shadow_proposal(requests, shadow) if run.run_type != "manual" else None
+            if params.get("gate_shadow") and run.run_type == "manual":
+                proposal = _manual_shadow_proposal(spec, shadow, params.get("window_end"))
+            if proposal is not None:
                 start, end = proposal["window"]
                 reason = f"shadow v{proposal['shadow_version']} proposes its promotion: {proposal.get('detail')}"
                 print(f"{reason}\nto the gate on {start}..{end}; nothing is trained in this run")
@@ -251,6 +262,22 @@ def build(spec: DatasetSpec):
             branch >> promoted
 
     return train_dag()
+
+
+def _manual_shadow_proposal(spec: DatasetSpec, shadow: str | None, window_end: str | None) -> dict:
+    """A manual run's "gate the shadow": its comparison window ending at ``window_end`` (default: the latest
+    validated day), as the monitor would propose it."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.mlops import ingest, monitoring
+    from include.mlops.evaluation import training_test_window
+    from include.mlops.storage import Lake
+
+    if shadow is None:
+        raise AirflowFailException(f"{spec.name}: there is no shadow to gate (registry alias 'shadow')")
+    end = window_end or (ingest.ingested_days(spec, Lake()) or [None])[-1]
+    start, end = monitoring.shadow_window(spec, training_test_window(spec, shadow)[0], end)
+    return {"shadow_version": shadow, "window": [start.isoformat(), end.isoformat()], "detail": "asked by hand"}
 
 
 def _checks_line(report: dict) -> str:

@@ -800,6 +800,13 @@ def run_monitor(
     return result
 
 
+def shadow_window(spec: DatasetSpec, test_start: date | str, end: date | str) -> tuple[date, date]:
+    """The rows a shadow is judged on, ending ``end``: its test split (from ``test_start``) and the days since, at
+    most ``monitoring.shadow_window_days`` days: out of time for both models, and more of them every day."""
+    end = _as_date(end)
+    return max(_as_date(test_start), end - timedelta(days=spec.monitoring.shadow_window_days - 1)), end
+
+
 def shadow_comparison(
     spec: DatasetSpec,
     lake: Lake,
@@ -824,8 +831,7 @@ def shadow_comparison(
         return None
     try:
         shadow = scoring.load_model(spec, f"models:/{spec.name}/{version}", tracking_uri=tracking_uri)
-        test_start, _ = training_test_window(spec, version, tracking_uri)
-        first = max(_as_date(test_start), end - timedelta(days=spec.monitoring.shadow_window_days - 1))
+        first, _ = shadow_window(spec, training_test_window(spec, version, tracking_uri)[0], end)
         wide = frame if first >= start else features_for_dates(lake, spec, first, end)
         label = spec.label.name
         known = wide[label].notna().to_numpy()
