@@ -520,38 +520,31 @@ def override(spec: Any, changes: dict[str, dict[str, Any]]) -> Any:
     return type(spec).model_validate(data)
 
 
-# The policy's settings measured against each other (``--variants``): what the spec had before issue #18, and
-# each change added on top of the previous one. The spec's own settings are the "policy" row.
+# The policy's settings measured against each other (``--variants``): what the spec had before issue #18, the
+# policy of the first #18 session (weekly cadence, not-worse gate, cool-down after a rejection), then each change of
+# the second one; the spec's own settings are the "policy" row. The last rows move the gain bar around the spec's.
 BEFORE = {
     "training": {"cadence_days": 91},
-    "gate": {"bootstrap_samples": 0, "max_roc_auc_drop": 0.02},
+    "gate": {"bootstrap_samples": 0, "max_roc_auc_drop": 0.02, "max_brier_rise": 0.01, "min_roc_auc_gain": None},
     "monitoring": {"max_brier_skill_drop": None, "bootstrap_samples": 0, "retrain_cooldown_days": None},
 }
-GATE = {"bootstrap_samples": 200, "max_roc_auc_drop": 0.02}
+NOT_WORSE = {
+    "training": {"cadence_days": 7},
+    "gate": {"max_brier_rise": 0.01, "min_roc_auc_gain": None},
+    "monitoring": {"retrain_cooldown_days": 7},
+}
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
-    "spec before #18 (+ the floor fix, in code)": BEFORE,
-    "+ paired-bootstrap gate": {**BEFORE, "gate": GATE},
-    "+ Brier skill, significant triggers, cool-down": {
-        "training": {"cadence_days": 91},
-        "gate": GATE,
-        "monitoring": {"max_brier_skill_drop": 0.05, "bootstrap_samples": 200, "retrain_cooldown_days": 7},
+    "spec before #18": BEFORE,
+    "weekly, not-worse gate, 7-day cool-down (first #18 session)": NOT_WORSE,
+    "+ superiority: gain >= 0.01, Brier rise <= 0.01, shadow": {
+        **NOT_WORSE,
+        "gate": {"max_brier_rise": 0.01, "min_roc_auc_gain": 0.01},
     },
-    **{
-        f"+ cadence {n} days": {
-            "training": {"cadence_days": n},
-            "gate": GATE,
-            "monitoring": {"max_brier_skill_drop": 0.05, "bootstrap_samples": 200, "retrain_cooldown_days": 7},
-        }
-        for n in (28, 14, 7)
+    "+ Brier not worse (rise <= 0.0), cool-down still 7 days": {
+        **NOT_WORSE,
+        "gate": {"max_brier_rise": 0.0, "min_roc_auc_gain": 0.01},
     },
-    **{
-        f"+ cadence 7 days, gate max_roc_auc_drop {d}": {
-            "training": {"cadence_days": 7},
-            "gate": {"bootstrap_samples": 200, "max_roc_auc_drop": d},
-            "monitoring": {"max_brier_skill_drop": 0.05, "bootstrap_samples": 200, "retrain_cooldown_days": 7},
-        }
-        for d in (0.01, 0.0)
-    },
+    **{f"policy with gain >= {g}": {"gate": {"min_roc_auc_gain": g}} for g in (0.015, 0.02, 0.025)},
 }
 
 

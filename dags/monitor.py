@@ -24,7 +24,7 @@ dataset's time range (real `[day, day + 1)` data intervals, as `<dataset>_ingest
    scores every day beside the champion) is compared with the champion on the same labelled rows, its test split
    and the days since (`monitoring.shadow_window_days`), by a paired bootstrap against the gate's own bars; a
    shadow shown better emits a `retrain/<dataset>` event naming it, and `<dataset>_train` sends it through the
-   gate on that window instead of training (no retrain is requested the same day).
+   gate on that window instead of training (a retrain requested the same day is then answered by the cadence).
 
 Without a champion or without validated days in the window, the run is skipped with that reason.
 """

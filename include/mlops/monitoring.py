@@ -256,10 +256,7 @@ def decide(
     reasons += why_shadow
 
     blocked_by = None
-    if propose:
-        blocked_by = "shadow"
-        reasons.append(f"retrain not requested: the shadow v{propose}, shown better, goes to the gate instead")
-    elif training_running:
+    if training_running:
         blocked_by = "training_running"
         reasons.append(f"retrain not requested: a {spec.name}_train run is in progress and will answer this")
     else:
