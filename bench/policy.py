@@ -455,6 +455,8 @@ def summarise(year: Year, run: Run, first_serving: date, last: date) -> dict[str
         "requests": len(run.requests),
         "promotions": len(run.promotions),
         "rejections": len(run.rejections),
+        # promotions worse than the model they replaced over their first 4 weeks (point value of the paired AUC)
+        "worse_promotions": sum(1 for r in reigns(year, run, last) if r["auc_diff"]["diff"] < 0),
         "weeks": weeks,
     }
 
@@ -656,25 +658,28 @@ def render(doc: dict[str, Any]) -> str:
         f"2013 replay {doc['period'][0]} .. {doc['period'][1]}, search_iterations={doc['search_iterations']}, "
         f"{doc['models_trained']} models trained, {doc['seconds']:.0f} s",
         "",
-        "| strategy | weekly ROC AUC | weekly Brier | retrains | requests | promotions | rejections |",
-        "|---|---|---|---|---|---|---|",
+        "| strategy | weekly ROC AUC | weekly Brier | retrains | requests | promotions | worse over 4 weeks "
+        "| rejections |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in doc["strategies"].values():
         lines.append(
             f"| {r['name']} | {r['weekly_roc_auc']:.4f} | {r['weekly_brier']:.4f} | {r['retrains']} | "
-            f"{r['requests']} | {r['promotions']} | {r['rejections']} |"
+            f"{r['requests']} | {r['promotions']} | {r.get('worse_promotions', '-')} | {r['rejections']} |"
         )
     if doc.get("variants"):
         lines += [
             "",
-            "| policy variant | weekly ROC AUC | weekly Brier | retrains | requests | promotions | criteria passed |",
-            "|---|---|---|---|---|---|---|",
+            "| policy variant | weekly ROC AUC | weekly Brier | retrains | requests | promotions | worse over 4 weeks "
+            "| criteria passed |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for v in doc["variants"]:
             ok = v["criteria"]
             lines.append(
                 f"| {v['name']} | {v['weekly_roc_auc']:.4f} | {v['weekly_brier']:.4f} | {v['retrains']} | "
-                f"{v['requests']} | {v['promotions']} | {sum(ok.values())} of {len(ok)} |"
+                f"{v['requests']} | {v['promotions']} | {v.get('worse_promotions', '-')} | {sum(ok.values())} of "
+                f"{len(ok)} |"
             )
     lines += ["", "| done-when criterion (policy) | verdict | figures |", "|---|---|---|"]
     for c in doc["criteria"]:

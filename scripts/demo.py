@@ -5,7 +5,8 @@ happened. Any spec in include/config with a ``source.seed`` works; the default i
 The story (flights): a champion trained on the winter (Jan-Feb) scores every day from March on; a weekly Evidently
 drift + delayed-label check compares it with what it saw at training; when the summer moves the data and the
 model's accuracy beyond the spec's limits, the monitor requests a retrain (debounced), the retrain goes through
-the gate and the new version is promoted (or rejected). A control check on the champion's own test week shows
+the gate and the new version is promoted, or, not shown better, becomes the shadow: scored beside the champion, compared
+by the monitor, and sent through the gate when it proves better. A control check on the champion's own test week shows
 that the reference period does not trigger.
 
 Another dataset tells the same story on its own data: the first champion is trained on the spec's first
@@ -307,6 +308,10 @@ def main() -> int:
             _ingested(story, result, i + 1, len(days), scored)
             if (day - score_from).days % MONITOR_EVERY == MONITOR_EVERY - 1:
                 decision = _monitor(story, dagbag, lake, day)
+                if decision and decision.get("propose_shadow"):  # as the retrain/<ds> event it emits does
+                    shadow = decision["propose_shadow"]
+                    why = f"shadow v{shadow} shown better by {ds}_monitor: to the gate, nothing trained"
+                    _train(story, dagbag, day, why, {"gate_shadow": True}, version=shadow)
                 if decision and decision.get("retrain"):
                     _train(story, dagbag, day, f"retrain requested by {ds}_monitor: " + ", ".join(decision["triggers"]))
     finally:
@@ -329,13 +334,12 @@ def _ingested(story: Story, r: dict, i: int, n: int, scored: tuple | None = None
     say(f"  [{i:>3}/{n}] {r['day']}  {note}  (ingest {r['seconds']}s)")
 
 
-def _train(story: Story, dagbag, end: date, why: str) -> None:
+def _train(story: Story, dagbag, end: date, why: str, conf: dict | None = None, version: str | None = None) -> None:
     t = time.perf_counter()
     say(f"           {DATASET}_train ({why}), window ending {end} ...")
-    state = story.run(
-        f"{DATASET}_train", run_dag(dagbag, f"{DATASET}_train", end + timedelta(days=1), {"window_end": str(end)})
-    )
-    model = _latest_version()
+    conf = {"window_end": str(end), **(conf or {})}
+    state = story.run(f"{DATASET}_train", run_dag(dagbag, f"{DATASET}_train", end + timedelta(days=1), conf))
+    model = _latest_version(version)
     record = {"end": str(end), "why": why, "state": state, **model}
     story.trainings.append(record)
     say(f"           -> {state}: {model.get('line', 'no model registered')}  ({time.perf_counter() - t:.0f}s)")
@@ -364,6 +368,15 @@ def _monitor(story: Story, dagbag, lake, day: date, label: str = "") -> dict | N
         if decision["retrain"]
         else (f"trigger fired, {decision['blocked_by']}" if decision["alert"] else "no trigger")
     )
+    try:
+        shadow = (lake.read_json(f"reports/drift/{DATASET}/date={day}/monitor.json")["metrics"] or {}).get("shadow")
+    except (FileNotFoundError, KeyError):
+        shadow = None
+    if shadow:
+        gain = shadow.get("auc_gain")
+        verdict += f"; shadow v{shadow['version']} {shadow['verdict']}" + (
+            f" (ROC AUC {gain:+.3f} on {shadow['window'][0]}..{shadow['window'][1]})" if gain is not None else ""
+        )
     story.checks.append(decision | {"label": label})
     say(
         f"           drift check {decision['window'][0]}..{decision['window'][1]} v{decision['model_version']}"
@@ -374,7 +387,8 @@ def _monitor(story: Story, dagbag, lake, day: date, label: str = "") -> dict | N
     return decision
 
 
-def _latest_version() -> dict:
+def _latest_version(version: str | None = None) -> dict:
+    """The newest registered version (or ``version``), described in one line."""
     from mlflow import MlflowClient
 
     uri = os.environ["MLFLOW_TRACKING_URI"]
@@ -385,12 +399,15 @@ def _latest_version() -> dict:
         return {}
     if not versions:
         return {}
-    mv = max(versions, key=lambda v: int(v.version))
+    mv = max(versions, key=lambda v: int(v.version) if version is None else int(v.version == str(version)))
     tags = mv.tags or {}
-    try:
-        champion = client.get_model_version_by_alias(DATASET, "champion").version
-    except Exception:
-        champion = None
+    aliases = {}
+    for alias in ("champion", "shadow"):
+        try:
+            aliases[alias] = client.get_model_version_by_alias(DATASET, alias).version
+        except Exception:
+            aliases[alias] = None
+    champion, shadow = aliases["champion"], aliases["shadow"]
     metrics = {k: round(float(tags[f"test_{k}"]), 3) for k in ("roc_auc", "brier") if f"test_{k}" in tags}
     gate = tags.get("gate.decision", "not evaluated")
     reasons = f" ({tags['gate.reasons']})" if tags.get("gate.reasons") else ""
@@ -400,8 +417,10 @@ def _latest_version() -> dict:
         "metrics": ", ".join(f"test {k} {v}" for k, v in metrics.items()),
         "gate": gate + reasons,
         "champion": champion,
+        "shadow": shadow,
         "line": f"v{mv.version} trained on {tags.get('window_start')}..{tags.get('window_end')} "
-        f"({', '.join(f'{k} {v}' for k, v in metrics.items())}), gate {gate}{reasons}, champion v{champion}",
+        f"({', '.join(f'{k} {v}' for k, v in metrics.items())}), gate {gate}{reasons}, champion v{champion}"
+        + (f", shadow v{shadow}" if shadow else ""),
     }
 
 
@@ -446,10 +465,15 @@ def _summary(story: Story, spec, root: str) -> int:
     for c in fired:
         if c["retrain"]:
             say(f"    {c['day']}: v{c['model_version']} -> {c['reasons'][0][:150]}")
-    retrains = [t for t in story.trainings[1:] if t["state"] == "success"]
-    promoted = [t for t in retrains if t.get("gate", "").startswith("passed")]
+    runs = [t for t in story.trainings[1:] if t["state"] == "success"]
+    retrains = [t for t in runs if not t["why"].startswith("shadow")]
+    proposals = [t for t in runs if t["why"].startswith("shadow")]
+    promoted = [t for t in runs if t.get("gate", "").startswith("passed")]
+    shadows = sorted({t["shadow"] for t in story.trainings if t.get("shadow")}, key=int)
     say(
-        f"    drift-triggered retrains: {len(retrains)}, passed the gate and promoted: {len(promoted)}; "
+        f"    drift-triggered retrains: {len(retrains)}; shadows (candidates not shown better, scored beside the "
+        f"champion): {', '.join(f'v{v}' for v in shadows) or 'none'}; shadows that proposed themselves: "
+        f"{len(proposals)}; passed the gate and promoted: {len(promoted)}; "
         f"champion now v{story.trainings[-1].get('champion') if story.trainings else '?'}"
     )
     say("  where to look:")
