@@ -167,7 +167,7 @@ def _json_artifact(client: Any, run_id: str, path: str) -> Any | None:
 def explain(spec: DatasetSpec, version: str | int, tracking_uri: str | None = None) -> dict[str, Any]:
     """Every lineage question about one registered version, answered from MLflow: partitions with sha256, spec
     text, search space, git sha and dirty flag, feature version, why it was trained, the gate record, approver,
-    previous champion, its registry events and its status (champion / challenger / rejected / candidate)."""
+    previous champion, its registry events and its status (champion / shadow / challenger / rejected / candidate)."""
     from mlflow.exceptions import MlflowException
 
     from include.mlops import registry
@@ -190,6 +190,8 @@ def explain(spec: DatasetSpec, version: str | int, tracking_uri: str | None = No
     rejected = [e for e in events if e["action"] == "reject"]
     if registry.CHAMPION in aliases:
         status = "champion"
+    elif registry.SHADOW in aliases:
+        status = "shadow"  # rejected on comparison only, or awaiting approval: scored beside the champion
     elif tags.get("gate.decision") == "rejected":
         status = "rejected"
     elif registry.CHALLENGER in aliases:
@@ -418,7 +420,7 @@ def _dirty(d: Any) -> str:
 
 def _move(e: Mapping[str, Any]) -> str:
     frm, to = e.get("from_version"), e.get("to_version")
-    if e.get("action") == "reject":
+    if e.get("action") in ("reject", "shadow", "unshadow"):
         return f"champion stays {'v' + frm if frm else 'none'}"
     return f"{'v' + frm if frm else 'none'} → {'v' + to if to else 'none'}"
 
