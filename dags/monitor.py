@@ -12,9 +12,10 @@ dataset's time range (real `[day, day + 1)` data intervals, as `<dataset>_ingest
    the lake, an MLflow run in experiment `<dataset>-monitoring`, and the Evidently workspace
    `<lake root>/evidently` (`evidently ui --workspace <lake root>/evidently`).
 2. **decide** — the retrain policy (thresholds in the spec's `monitoring:` section): a trigger fires on a ROC AUC
-   drop or Brier rise beyond the limits, or prediction / importance-weighted drift beyond theirs. A retrain is
-   debounced on promotions (`retrain_cooldown_days` after a rejected candidate, `retrain_debounce_days` for a new
-   champion) and never requested while a `<dataset>_train` run is in progress.
+   drop or Brier-skill drop (significant, with its bootstrap interval) beyond the limits, or prediction /
+   importance-weighted drift beyond theirs. At most one retrain per `retrain_debounce_days` (with
+   `retrain_cooldown_days` set, debounced on promotions instead), never while a `<dataset>_train` run is in
+   progress. The shadow, if any, is compared with the champion here too (step 5).
    Every decision is recorded with its reasons: `reports/drift/<dataset>/decisions/<day>.json` and `decision.*`
    tags on the MLflow run.
 3. **alert** — any trigger (requested, debounced or blocked) is sent through the `mlops_alerts` connection.
