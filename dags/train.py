@@ -184,15 +184,13 @@ def build(spec: DatasetSpec):
             from include.mlops import evaluation
             from include.mlops.storage import Lake
 
-            if trained is None:  # a shadow's proposal: gated on the window the monitor compared it on
-                report = evaluation.evaluate_challenger(
-                    spec, Lake(), version=p["shadow_version"], start=p["start"], end=p["end"]
-                )
-            else:
-                report = evaluation.evaluate_challenger(spec, Lake(), version=trained["model_version"])
+            proposed = trained is None  # a shadow's proposal: gated on the window the monitor compared it on
+            window = {"start": p["start"], "end": p["end"]} if proposed else {}
+            version = p["shadow_version"] if proposed else trained["model_version"]
+            report = evaluation.evaluate_challenger(spec, Lake(), version=version, **window)
             print(report.to_markdown())
             return report.as_dict() | {"markdown": report.to_markdown(), "may_shadow": report.may_shadow,
-                                       "proposed_shadow": trained is None}  # fmt: skip
+                                       "proposed_shadow": proposed}  # fmt: skip
 
         @task.branch
         def decide(report: dict, **context) -> str:
@@ -237,7 +235,7 @@ def build(spec: DatasetSpec):
                                              dag_run=context["run_id"])  # fmt: skip
                 message += f"; v{version} is the shadow now" if shadow else ""
             print(message + "\n" + report["markdown"])
-            send_alert(f"[mlops] gate rejected {spec.name} v{report['challenger_version']}", message)
+            send_alert(f"[mlops] gate rejected {spec.name} v{version}", message)
             return entry.as_dict() | {"gate_report_uri": (report.get("uris") or {}).get("html")}
 
         planned = plan()

@@ -682,24 +682,27 @@ def monitoring_experiment(spec: DatasetSpec) -> str:
 def _served(spec: DatasetSpec, lake: Lake, frame: pd.DataFrame, p: np.ndarray, version: str | None) -> dict[str, Any]:
     """What the predictions zone holds for the window, and whether the champion's stored scores match a fresh
     scoring of the same rows (a training/serving skew check)."""
-    from include.mlops.scoring import MODEL_VERSION, PROBABILITY, read_predictions
+    from include.mlops.scoring import MODEL_VERSION, read_predictions
 
-    keys = spec.entity_keys
     start, end = frame[spec.time.column].min(), frame[spec.time.column].max()
     stored = read_predictions(spec, lake, start, end)
     if stored.empty:
         return {"rows": 0, "versions": [], "compared_rows": 0, "max_abs_diff": None}
-    now = frame[keys].copy()
-    now["_p"] = p
-    both = now.merge(stored, on=keys, how="inner")
-    same = both[both[MODEL_VERSION].astype(str) == str(version)]
-    diff = float(np.max(np.abs(same["_p"] - same[PROBABILITY]))) if len(same) else None
     return {
         "rows": len(stored),
         "versions": sorted(stored[MODEL_VERSION].astype(str).unique().tolist()),
-        "compared_rows": len(same),
-        "max_abs_diff": diff,
+        **_stored_vs_fresh(spec, frame, p, stored[stored[MODEL_VERSION].astype(str) == str(version)]),
     }
+
+
+def _stored_vs_fresh(spec: DatasetSpec, frame: pd.DataFrame, p: np.ndarray, stored: pd.DataFrame) -> dict[str, Any]:
+    """Stored predictions joined on the entity keys with a fresh scoring ``p`` of ``frame``: how many rows matched
+    and the largest difference (0: what was written then is what the model says now)."""
+    from include.mlops.scoring import PROBABILITY
+
+    both = frame[spec.entity_keys].assign(_p=p).merge(stored, on=spec.entity_keys, how="inner")
+    diff = float(np.max(np.abs(both["_p"] - both[PROBABILITY]))) if len(both) else None
+    return {"compared_rows": len(both), "max_abs_diff": diff}
 
 
 def run_monitor(
@@ -833,28 +836,27 @@ def shadow_comparison(
         label = spec.label.name
         known = wide[label].notna().to_numpy()
         p_wide = p if wide is frame else scoring.predict(model, wide)
+        s_wide = scoring.predict(shadow, wide)
         shadow_days = scoring.shadow_days(spec, lake, version)
         out = compare_shadow(
             spec,
             wide[label].to_numpy()[known],
-            scoring.predict(shadow, wide)[known],
+            s_wide[known],
             p_wide[known],
             version=str(version),
             champion=model.version,
             window=(first.isoformat(), end.isoformat()),
             since=shadow_days[0] if shadow_days else None,
         )
-        p_shadow = scoring.predict(shadow, frame)
+        p_shadow = s_wide if wide is frame else scoring.predict(shadow, frame)
         here = frame[label].notna().to_numpy()
         y = frame[label].to_numpy()[here].astype(int)
         window = binary_metrics(y, p_shadow[here], shadow.threshold) if len(np.unique(y)) == 2 else {}
         out["window_roc_auc"], out["window_brier"] = window.get("roc_auc"), window.get("brier")
         stored = scoring.read_shadow_predictions(spec, lake, version, start, end)
-        now = frame[spec.entity_keys].assign(_p=p_shadow).merge(stored, on=spec.entity_keys, how="inner")
         out["stored"] = {
             "days": len([d for d in shadow_days if start.isoformat() <= d <= end.isoformat()]),
-            "compared_rows": len(now),
-            "max_abs_diff": float(np.max(np.abs(now["_p"] - now[scoring.PROBABILITY]))) if len(now) else None,
+            **_stored_vs_fresh(spec, frame, p_shadow, stored),
         }
         return out
     except Exception as exc:  # the shadow is an experiment: its trouble is reported, the champion is still judged
